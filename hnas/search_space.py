@@ -90,7 +90,7 @@ class SearchSpace:
     # Width codes the samplers may draw per stage (validation accepts any code of the ratio
     # list); None means all of them.  Stage 1's list also governs the stem.
     sample_codes: tuple[tuple[int, ...], ...] | None = None
-    _block_stages: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _width_tables: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         _check(len(self.base_widths) == len(self.depth_ranges) > 0,
@@ -107,8 +107,9 @@ class SearchSpace:
             for codes in self.sample_codes:
                 _check(all(1 <= c <= len(self.width_ratios) for c in codes) and codes,
                        f"sample_codes {list(codes)} must be non-empty codes in 1..{len(self.width_ratios)}")
-        stages = tuple(s for s, (_, hi) in enumerate(self.depth_ranges) for _ in range(hi))
-        object.__setattr__(self, "_block_stages", stages)
+        tables = tuple(tuple(make_divisible(base * r, self.channel_divisor) for r in self.width_ratios)
+                       for base in self.base_widths)
+        object.__setattr__(self, "_width_tables", tables)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -150,8 +151,7 @@ class SearchSpace:
 
     def stage_widths(self, stage: int) -> tuple[int, ...]:
         """Channel count of each width code (index 0 = code 1) in ``stage``."""
-        return tuple(make_divisible(self.base_widths[stage] * r, self.channel_divisor)
-                     for r in self.width_ratios)
+        return self._width_tables[stage]
 
     # ----------------------------------------------------------------- grammar
     def parse(self, code: str) -> Arch:
@@ -212,6 +212,13 @@ class SearchSpace:
 
     def encode(self, arch: Arch, with_image: bool = True) -> str:
         """Inverse of :meth:`parse`: the 52-digit code (51 without the image digit)."""
+        if len(arch.depths) != self.num_stages or len(arch.conv1_codes) != self.num_stages \
+                or len(arch.stage_codes) != self.num_stages:
+            raise ArchCodeError(f"{arch} must give depths, conv1 codes and stage codes for "
+                                f"{self.num_stages} stages")
+        for s, (depth, codes) in enumerate(zip(arch.depths, arch.conv1_codes)):
+            if len(codes) != depth:
+                raise ArchCodeError(f"stage {s + 1} has depth {depth} but {len(codes)} conv1 codes")
         parts = [str(arch.image_code)] if with_image else []
         parts += [str(d) for d in arch.depths] + [str(arch.stem_code)]
         for s, max_depth in enumerate(self.max_depths):
@@ -257,7 +264,7 @@ class SearchSpace:
     def widths(self, arch: Arch | str) -> SubnetWidths:
         """Channel counts of ``arch`` (an ``Arch`` or a code)."""
         arch = self.parse(arch) if isinstance(arch, str) else arch
-        tables = [self.stage_widths(s) for s in range(self.num_stages)]
+        tables = self._width_tables
         conv1 = tuple(tuple(tables[s][c - 1] for c in codes) for s, codes in enumerate(arch.conv1_codes))
         stage = tuple(tables[s][c - 1] for s, c in enumerate(arch.stage_codes))
         return SubnetWidths(self.image_sizes[arch.image_code - 1], stage[0], conv1, stage)

@@ -1,0 +1,124 @@
+"""Rank subnets with a trained supernet: fill in ``acc`` of an arch JSON (the Track-1 submission).
+
+    python eval_supernet.py run --config configs/resnet48_small.yaml --image_dir data/fashion_mnist \\
+        --resume output/supernet --json_path checkpoints/CVPR_2022_NAS_Track1_test.json \\
+        --save_path output/submission.json [--calib_batches 10] [--eval_images 1000] \\
+        [--batch_size 100] [--num_shards N --shard I] [--merge_only] [-o Eval.seed=1]
+
+Per arch: activate it, re-estimate BN statistics on K fixed training batches (0 keeps the stored
+ones), top-1 on M fixed validation images at the image size its code selects.  Shard I of N
+takes archs i with i % N == I and appends each result to ``SAVE_PATH.shardIofN.jsonl``; a
+restart resumes there.  With one shard the submission is written at the end; with several,
+``--merge_only`` writes it (``eval_supernet.sh`` does both).  Under
+``paddle.distributed.launch`` each rank takes its own shard unless ``--shard`` is given.
+Settings: command line, then ``-o`` overrides, then the config's ``Eval`` section.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # paddle / paddleslim warn about ccache and distutils on import
+    from hnas.config import load_config, section
+    from hnas.evaluator import (EVAL_DEFAULTS, SubnetRanker, load_supernet, merge_shards,
+                                rank_shard)
+    from hnas.io import read_arch_json, refuse_overwrite
+    from hnas.search_space import ArchCodeError, SearchSpace, validate_codes
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="rank the archs of --json_path (one shard, or merge shards)")
+    run.add_argument("--config", help="YAML with a SearchSpace section (and optionally Eval)")
+    run.add_argument("--image_dir", help="folder with train/<class>/* and val/<class>/*")
+    run.add_argument("--resume", help="supernet checkpoint: run folder, or path with or without .pdparams")
+    run.add_argument("--json_path", required=True, help="arch list {key: {'acc': .., 'arch': code}}")
+    run.add_argument("--save_path", required=True, help="submission JSON to write")
+    run.add_argument("--calib_batches", type=int, help="BN recalibration batches K (0: stored statistics)")
+    run.add_argument("--eval_images", type=int, help="validation images M per arch")
+    run.add_argument("--batch_size", type=int, help="images per forward pass")
+    run.add_argument("--num_shards", type=int, help="N (default: launcher world size, else 1)")
+    run.add_argument("--shard", type=int, help="I in 0..N-1 (default: launcher rank, else 0)")
+    run.add_argument("--merge_only", action="store_true", help="only merge the N shard files")
+    run.add_argument("--no_progress", action="store_true", help="no progress bar")
+    run.add_argument("-o", dest="overrides", action="append", default=[], metavar="Section.key=value",
+                     help="config override, repeatable")
+    return parser.parse_args(argv)
+
+
+def resolve_shard(num_shards: int | None, shard: int | None, merge_only: bool) -> tuple[int, int]:
+    """(N, I) from the flags, else from ``paddle.distributed.launch``'s environment, else (1, 0)."""
+    env_size, env_rank = os.environ.get("PADDLE_TRAINERS_NUM"), os.environ.get("PADDLE_TRAINER_ID")
+    if num_shards is None:
+        if shard is not None:
+            raise ValueError("--shard needs --num_shards")
+        num_shards, shard = (int(env_size), int(env_rank)) if env_size and env_rank else (1, 0)
+    elif shard is None:
+        if merge_only:
+            shard = 0
+        elif num_shards == 1:
+            shard = 0
+        elif env_size and env_rank and int(env_size) == num_shards:
+            shard = int(env_rank)
+        else:
+            raise ValueError(f"--num_shards {num_shards} needs --shard (0..{num_shards - 1})")
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ValueError(f"need num_shards >= 1 and 0 <= shard < num_shards; got {num_shards}, {shard}")
+    return num_shards, shard
+
+
+def eval_settings(args: argparse.Namespace, cfg: dict) -> dict:
+    """calib_batches, eval_images, batch_size, seed: flags over the Eval section over defaults."""
+    eval_cfg = section(cfg, "Eval")
+    unknown = set(eval_cfg) - set(EVAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown Eval keys {sorted(unknown)}; known: {sorted(EVAL_DEFAULTS)}")
+    settings = {**EVAL_DEFAULTS, **eval_cfg}
+    for key in ("calib_batches", "eval_images", "batch_size"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    return settings
+
+
+def run(args: argparse.Namespace) -> None:
+    num_shards, shard = resolve_shard(args.num_shards, args.shard, args.merge_only)
+    refuse_overwrite(args.save_path, [args.json_path])
+    if args.merge_only:
+        merge_shards(args.json_path, args.save_path, num_shards)
+        print(f"merged {num_shards} shard(s) into {args.save_path}", file=sys.stderr)
+        return
+    missing = [f"--{name}" for name in ("config", "image_dir", "resume") if getattr(args, name) is None]
+    if missing:
+        raise ValueError(f"ranking needs {', '.join(missing)}")
+    cfg = load_config(args.config, args.overrides)
+    space = SearchSpace.from_config(section(cfg, "SearchSpace"))
+    settings = eval_settings(args, cfg)
+    archs = read_arch_json(args.json_path)
+    validate_codes(space, [entry["arch"] for entry in archs.values()], list(archs))
+    supernet, checkpoint = load_supernet(space, args.resume)
+    print(f"shard {shard} of {num_shards}: {len(archs)} archs in {args.json_path}, checkpoint {checkpoint}, "
+          f"{settings}", file=sys.stderr)
+    ranker = SubnetRanker(supernet, args.image_dir, **settings)
+    rank_shard(ranker, archs, args.save_path, shard, num_shards, checkpoint, progress=not args.no_progress)
+    if num_shards == 1:
+        merge_shards(args.json_path, args.save_path, 1)
+        print(f"wrote {args.save_path}", file=sys.stderr)
+    else:
+        print(f"shard {shard} of {num_shards} done; merge with --merge_only --num_shards {num_shards}",
+              file=sys.stderr)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (ArchCodeError, ValueError, FileNotFoundError) as exc:
+        sys.exit(f"eval_supernet.py: error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Rank an arch list with one process per device, each taking its shard, then merge the shards.
+#
+#   DEVICES=0,1,2,3 bash eval_supernet.sh --config configs/resnet48_imagenet.yaml \
+#       --image_dir /data/ILSVRC2012 --resume output/supernet \
+#       --json_path checkpoints/CVPR_2022_NAS_Track1_test.json --save_path output/submission.json
+#   NPROC=2 bash eval_supernet.sh --config configs/resnet48_small.yaml ...     # CPU processes
+#
+# Arguments are those of `eval_supernet.py run` (without --num_shards/--shard).  Environment:
+#   DEVICES   GPU ids for paddle.distributed.launch --devices (default 0)
+#   NPROC     run NPROC CPU processes instead (--nproc_per_node); each gets
+#             OMP_NUM_THREADS = cores / NPROC unless OMP_NUM_THREADS is set
+#   PYTHON    interpreter (default .venv/bin/python if present, else python)
+#   LOG_DIR   launcher logs, one workerlog.N per rank (default log/eval_supernet)
+# Rerunning the same command resumes every shard where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+LOG_DIR=${LOG_DIR:-log/eval_supernet}
+
+if [ -n "${NPROC:-}" ]; then
+  nshards=$NPROC
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / NPROC > 0 ? $(nproc) / NPROC : 1 ))}
+  launch=(--nproc_per_node "$NPROC")
+else
+  DEVICES=${DEVICES:-0}
+  IFS=, read -r -a ids <<< "$DEVICES"
+  nshards=${#ids[@]}
+  launch=(--devices "$DEVICES")
+fi
+
+"$PYTHON" -m paddle.distributed.launch --log_dir "$LOG_DIR" "${launch[@]}" \
+  eval_supernet.py run "$@" --num_shards "$nshards"
+"$PYTHON" eval_supernet.py run "$@" --num_shards "$nshards" --merge_only

@@ -1,0 +1,200 @@
+"""The ``Train`` and ``Data`` config sections, the optimizer they describe, and the datasets.
+
+Defaults are the official baseline's (``configs/resnet48_imagenet.yaml`` repeats them); unknown
+keys fail at once, so a typo in ``-o Train.lrr=0.1`` never trains with a default silently.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import paddle
+
+from .config import apply_override, load_config
+from .data import build_dataset
+
+
+@dataclass
+class TrainConfig:
+    """Supernet training hyper-parameters (the ``Train`` section).
+
+    ``lr`` is the learning rate per 256 images: with ``scale_lr`` the peak is
+    ``lr * batch_size * world_size / 256``, as in the baseline.  ``warmup`` is in epochs
+    (linear from 0), then cosine to 0 at ``max_epoch``, both stepped every iteration.
+    ``batch_size`` is per process; ``dyna_batch_size`` is the number of subnets whose
+    gradients accumulate per optimizer step.
+    """
+
+    strategy: str = "baseline"
+    backbone: str = "resnet48"
+    max_epoch: int = 70
+    batch_size: int = 256
+    lr: float = 0.001
+    scale_lr: bool = True
+    warmup: float = 5
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 3e-5
+    dyna_batch_size: int = 2
+    grad_clip: float | None = None
+    amp: bool = True
+    label_smoothing: float = 0.0
+    distill_temperature: float = 1.0
+    sampler: str = "uniform"
+    sampler_archs: str | None = None
+    seed: int = 0
+    save_dir: str = "checkpoints/supernet"
+    save_freq: int = 1
+    log_freq: int = 100
+    eval_freq: int = 1
+    pretrained: str | None = None
+    reorder: bool = True
+
+    @classmethod
+    def from_config(cls, section: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"unknown Train keys {unknown}; known: {sorted(known)}")
+        cfg = cls(**section)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        positive = ("max_epoch", "batch_size", "dyna_batch_size", "save_freq", "log_freq", "eval_freq")
+        for key in positive:
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ValueError(f"Train.{key} must be a positive integer, got {getattr(self, key)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"Train.lr must be positive, got {self.lr!r}")
+        if self.warmup < 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("Train.warmup and Train.weight_decay must be >= 0 and momentum in [0, 1)")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"Train.grad_clip must be positive or null, got {self.grad_clip!r}")
+        if self.backbone != "resnet48":
+            raise ValueError(f"backbone {self.backbone!r} is not supported; the supernet is 'resnet48' "
+                             f"(its widths come from the config's SearchSpace section)")
+
+    def peak_lr(self, world_size: int = 1) -> float:
+        return self.lr * self.batch_size * world_size / 256 if self.scale_lr else self.lr
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and which of them to use (the ``Data`` section).
+
+    ``image_dir`` holds ``train/<class>/*`` and ``val/<class>/*``.  ``train_subset`` keeps a
+    fixed random subset of N training images, ``per_class`` the first N of every class
+    (ImageNet-mini style runs); ``val_*`` do the same for validation.
+    """
+
+    image_dir: str | None = None
+    num_workers: int = 4
+    train_subset: int | None = None
+    per_class: int | None = None
+    val_subset: int | None = None
+    val_per_class: int | None = None
+    on_error: str = "raise"
+
+    @classmethod
+    def from_config(cls, section: dict) -> "DataConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"unknown Data keys {unknown}; known: {sorted(known)}")
+        return cls(**section)
+
+
+def build_datasets(data: DataConfig, image_size: int, seed: int = 0):
+    """``(train_set, val_set)``; ``val_set`` is None when ``image_dir`` has no ``val`` folder.
+
+    Raises before any training when ``image_dir`` is unset, missing, or has no images.
+    """
+    if not data.image_dir:
+        raise ValueError("no image folder given: pass --image_dir DIR (with DIR/train/<class>/<image>)")
+    if not os.path.isdir(data.image_dir):
+        raise FileNotFoundError(f"image folder {data.image_dir!r} does not exist")
+    train = build_dataset(data.image_dir, "train", image_size, train=True, per_class=data.per_class,
+                          limit=data.train_subset, on_error=data.on_error, seed=seed)
+    val = None
+    if os.path.isdir(os.path.join(data.image_dir, "val")):
+        val = build_dataset(data.image_dir, "val", image_size, train=False, per_class=data.val_per_class,
+                            limit=data.val_subset, on_error=data.on_error, seed=seed)
+    return train, val
+
+
+def build_optimizer(parameters, cfg: TrainConfig, steps_per_epoch: int, world_size: int = 1):
+    """Momentum SGD with weight decay and optional global-norm clipping, and its schedule:
+    linear warmup over ``cfg.warmup`` epochs, then cosine to 0 at ``cfg.max_epoch``.
+
+    Returns ``(optimizer, lr_scheduler)``; step the scheduler once per iteration.
+    """
+    peak = cfg.peak_lr(world_size)
+    total = cfg.max_epoch * steps_per_epoch
+    warmup = min(int(round(cfg.warmup * steps_per_epoch)), total)
+    schedule = paddle.optimizer.lr.CosineAnnealingDecay(peak, T_max=max(total - warmup, 1))
+    if warmup > 0:
+        schedule = paddle.optimizer.lr.LinearWarmup(schedule, warmup, 0.0, peak)
+    clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip else None
+    optimizer = paddle.optimizer.Momentum(learning_rate=schedule, momentum=cfg.momentum,
+                                          parameters=parameters, use_nesterov=cfg.nesterov,
+                                          weight_decay=cfg.weight_decay or None, grad_clip=clip)
+    return optimizer, schedule
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (also yes/no, on/off, 1/0) for argparse."""
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+# Command-line flag -> (config section, key, type, help).  The section "Train" is renamed by
+# CLIs that keep their hyper-parameters elsewhere (train_standalone.py uses "Standalone").
+TRAIN_FLAGS = {
+    "image_dir": ("Data", "image_dir", str, "folder with train/<class>/* and val/<class>/*"),
+    "num_workers": ("Data", "num_workers", int, "data loader worker processes"),
+    "train_subset": ("Data", "train_subset", int, "train on a fixed random subset of N images"),
+    "per_class": ("Data", "per_class", int, "train on the first N images of every class"),
+    "on_error": ("Data", "on_error", str, "unreadable image: raise (default) or skip with a warning"),
+    "save_dir": ("Train", "save_dir", str, "checkpoints, train.log, VisualDL scalars, config.yaml"),
+    "max_epoch": ("Train", "max_epoch", int, "epochs"),
+    "batch_size": ("Train", "batch_size", int, "images per process per step"),
+    "lr": ("Train", "lr", float, "learning rate per 256 images (peak = lr * batch * processes / 256)"),
+    "warmup": ("Train", "warmup", float, "linear warmup epochs before the cosine decay"),
+    "momentum": ("Train", "momentum", float, "SGD momentum"),
+    "weight_decay": ("Train", "weight_decay", float, "L2 weight decay"),
+    "seed": ("Train", "seed", int, "seed of data order, augmentation and subnet sampling"),
+    "save_freq": ("Train", "save_freq", int, "save a checkpoint every N epochs"),
+    "log_freq": ("Train", "log_freq", int, "log every N steps"),
+}
+
+
+def add_train_flags(parser: argparse.ArgumentParser, names=None) -> None:
+    """Add ``--config``, ``-o`` and the flags of :data:`TRAIN_FLAGS` (all by default)."""
+    parser.add_argument("--config", default="configs/resnet48_imagenet.yaml", help="YAML config")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value",
+                        help="set any config value (applied last; repeatable)")
+    for name in names or TRAIN_FLAGS:
+        _, _, kind, help_text = TRAIN_FLAGS[name]
+        kwargs = {"choices": ("raise", "skip")} if name == "on_error" else {}
+        parser.add_argument(f"--{name}", type=kind, default=None, help=help_text, **kwargs)
+
+
+def resolve_config(args, flags: dict, train_section: str = "Train") -> dict:
+    """The config file, then the flags given on the command line, then ``-o`` overrides."""
+    cfg = load_config(args.config)
+    for name, (section, key, _, _) in flags.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            section = train_section if section == "Train" else section
+            if not isinstance(cfg.setdefault(section, {}), dict):
+                raise ValueError(f"config section {section!r} must be a mapping")
+            cfg[section][key] = value
+    for item in args.override:
+        apply_override(cfg, item)
+    return cfg

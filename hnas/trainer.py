@@ -1,0 +1,375 @@
+"""A hapi-style trainer (prepare / fit / evaluate / save / load) for supernets and subnets.
+
+The trainer owns the loop, the optimizer step, AMP, distribution and checkpoints; a
+:class:`~hnas.strategies.Strategy` owns what one step trains.  Everything random in a run is a
+function of ``(seed, epoch, ...)``: batch order (:class:`EpochBatchSampler`), augmentation
+(:class:`EpochSeededDataset`) and subnet sampling (``StepContext.rng``), so a run stopped and
+resumed from a checkpoint ends with the same parameters as one that never stopped.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import warnings
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+from .callbacks import CallbackList, Checkpointer, ProgressLogger, VisualDLLogger
+from .checkpoint import load_into, load_model_state, resolve_checkpoint, save_checkpoint, train_state_path
+from .sampling import make_rng
+from .strategies.base import StepContext
+from .train_config import TrainConfig, build_optimizer
+
+__all__ = ["EpochBatchSampler", "EpochSeededDataset", "TrainConfig", "Trainer", "build_optimizer"]
+
+
+class EpochBatchSampler(paddle.io.BatchSampler):
+    """Batches of indices whose order is a function of ``(seed, epoch)`` only.
+
+    Training (``shuffle=True, drop_last=True``): one permutation per epoch cut into global
+    batches of ``batch_size * num_replicas``; rank ``r`` takes the ``r``-th slice of each.
+    Evaluation (``shuffle=False, drop_last=False``): rank ``r`` takes every ``num_replicas``-th
+    sample from ``r`` on, so the ranks cover the set exactly once.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 drop_last: bool = True, num_replicas: int = 1, rank: int = 0):
+        if drop_last and num_samples < batch_size * num_replicas:
+            raise ValueError(f"{num_samples} training images cannot fill one global batch of "
+                             f"{batch_size} x {num_replicas} process(es); lower --batch_size")
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = make_rng(self.seed, self.epoch).permutation(self.num_samples) if self.shuffle \
+            else np.arange(self.num_samples)
+        if self.drop_last:
+            steps = len(self)
+            order = order[:steps * self.batch_size * self.num_replicas]
+            for batch in order.reshape(steps, self.num_replicas, self.batch_size)[:, self.rank]:
+                yield batch.tolist()
+        else:
+            mine = order[self.rank::self.num_replicas]
+            for start in range(0, len(mine), self.batch_size):
+                yield mine[start:start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // (self.batch_size * self.num_replicas)
+        mine = len(range(self.rank, self.num_samples, self.num_replicas))
+        return (mine + self.batch_size - 1) // self.batch_size
+
+
+class EpochSeededDataset(paddle.io.Dataset):
+    """Wraps a dataset so the random augmentation of sample ``i`` in epoch ``e`` is a function
+    of ``(seed, e, i)``, whatever the worker count or scheduling.
+
+    Paddle's transforms draw from the global ``random`` and ``numpy.random`` modules; those are
+    seeded per sample and restored afterwards, so the caller's global RNG is left untouched.
+    """
+
+    def __init__(self, dataset, seed: int = 0):
+        super().__init__()
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        sample_seed = int(make_rng(self.seed, self.epoch, index).integers(2 ** 31))
+        py_state, np_state = random.getstate(), np.random.get_state()
+        random.seed(sample_seed)
+        np.random.seed(sample_seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class Trainer:
+    """Trains ``model`` with ``strategy``; multi-process when launched by ``paddle.distributed``.
+
+    Args:
+        model: the supernet (or a stand-alone network for the ``standalone`` strategy).
+        strategy: decides the subnets and losses of each step.
+        cfg: a :class:`TrainConfig`.
+        save_dir: where logs, VisualDL scalars and checkpoints go (default ``cfg.save_dir``;
+            ``""`` writes nothing, for benchmarks).
+        config: the resolved run config, stored in every checkpoint.
+        callbacks: extra :class:`hnas.callbacks.Callback` objects.
+    """
+
+    def __init__(self, model, strategy, cfg: TrainConfig, save_dir: str | None = None,
+                 config: dict | None = None, callbacks=None):
+        self.model, self.strategy, self.cfg = model, strategy, cfg
+        self.save_dir = cfg.save_dir if save_dir is None else save_dir
+        self.config = config
+        self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
+        self.is_main = self.rank == 0
+        if self.world_size > 1:
+            if not dist.is_initialized():
+                dist.init_parallel_env()
+            # Subnets leave parameters unused in every pass; the reducer must know.
+            self.network = paddle.DataParallel(model, find_unused_parameters=True)
+        else:
+            self.network = model
+        self.amp = bool(cfg.amp) and paddle.is_compiled_with_cuda() and "gpu" in paddle.get_device()
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if self.amp else None
+        self.optimizer = self.lr_scheduler = None
+        self.epoch, self.global_step, self.epochs, self.steps_per_epoch = 0, 0, cfg.max_epoch, 0
+        self.stop_training = False
+        self.extra_callbacks = list(callbacks or [])
+        self._pending_state = None
+        self._trainable = [p for p in model.parameters() if not p.stop_gradient]
+
+    @property
+    def images_per_step(self) -> int:
+        return self.cfg.batch_size * self.world_size
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.get_lr()) if self.optimizer is not None else 0.0
+
+    # ------------------------------------------------------------------ hapi API
+    def prepare(self, optimizer=None, lr_scheduler=None, steps_per_epoch: int | None = None) -> None:
+        """Use ``optimizer`` (stepping ``lr_scheduler`` once per iteration), or build the
+        config's Momentum SGD with warmup + cosine over ``steps_per_epoch``."""
+        if optimizer is None:
+            if not steps_per_epoch:
+                raise ValueError("prepare() needs an optimizer or steps_per_epoch to build one")
+            optimizer, lr_scheduler = build_optimizer(self._trainable, self.cfg, steps_per_epoch,
+                                                      self.world_size)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        if self._pending_state is not None:
+            self._restore_train_state(self._pending_state)
+            self._pending_state = None
+
+    def fit(self, train_data, eval_data=None, num_workers: int = 0, callbacks=None) -> dict[str, float]:
+        """Train from ``self.epoch`` (0, or where :meth:`load` left off) to ``cfg.max_epoch``.
+
+        Returns the metrics of the last evaluation ({} if there was none).
+        """
+        seeded = EpochSeededDataset(train_data, self.cfg.seed)
+        sampler = EpochBatchSampler(len(train_data), self.cfg.batch_size, self.cfg.seed,
+                                    num_replicas=self.world_size, rank=self.rank)
+        loader = paddle.io.DataLoader(seeded, batch_sampler=sampler, num_workers=num_workers,
+                                      return_list=True)
+        self.steps_per_epoch = len(sampler)
+        if self.optimizer is None:
+            self.prepare(steps_per_epoch=self.steps_per_epoch)
+        cbks = CallbackList(self._default_callbacks() + self.extra_callbacks + list(callbacks or []), self)
+        self.stop_training = False
+        cbks.on_train_begin()
+        last_eval = {}
+        while self.epoch < self.epochs and not self.stop_training:
+            epoch = self.epoch
+            sampler.set_epoch(epoch)
+            seeded.set_epoch(epoch)
+            cbks.on_epoch_begin(epoch)
+            self._train_epoch(loader, epoch, cbks)
+            self.epoch = epoch + 1
+            self._average_statistics()
+            eval_logs = {}
+            if eval_data is not None and (self.epoch % self.cfg.eval_freq == 0 or self.epoch == self.epochs):
+                eval_logs = last_eval = self.evaluate(eval_data, num_workers=num_workers)
+                cbks.on_eval_end(eval_logs)
+            cbks.on_epoch_end(epoch, eval_logs)
+        cbks.on_train_end()
+        return last_eval
+
+    def evaluate(self, eval_data, archs: dict | None = None, batch_size: int | None = None,
+                 num_workers: int = 0) -> dict[str, float]:
+        """Top-1 on ``eval_data`` of each arch (default: ``strategy.eval_archs()``), with the
+        stored BN statistics; ranks evaluate disjoint shards and sum their counts."""
+        archs = self.strategy.eval_archs() if archs is None else archs
+        sampler = EpochBatchSampler(len(eval_data), batch_size or self.cfg.batch_size, shuffle=False,
+                                    drop_last=False, num_replicas=self.world_size, rank=self.rank)
+        loader = paddle.io.DataLoader(eval_data, batch_sampler=sampler, num_workers=num_workers,
+                                      return_list=True)
+        previous = self.model.active_arch() if hasattr(self.model, "active_arch") else None
+        self.model.eval()
+        results = {}
+        with paddle.no_grad():
+            for name, arch in archs.items():
+                if arch is not None:
+                    self.model.set_active(arch)
+                counts = np.zeros(2, dtype=np.int64)
+                for images, labels in loader:
+                    with paddle.amp.auto_cast(enable=self.amp):
+                        logits = self.model(images)
+                    hits = (logits.argmax(axis=-1) == labels.reshape([-1]).astype("int64")).astype("int64")
+                    counts += (int(hits.sum()), int(labels.shape[0]))
+                if self.world_size > 1:
+                    total = paddle.to_tensor(counts)
+                    dist.all_reduce(total)
+                    counts = total.numpy()
+                results[f"top1_{name}"] = float(counts[0] / max(counts[1], 1))
+        if previous is not None:
+            self.model.set_active(previous)
+        self.model.train()
+        return results
+
+    def save(self, name: str) -> str | None:
+        """Write checkpoint ``name`` (main rank only); returns its ``.pdparams`` path."""
+        if not self.is_main or not self.save_dir:
+            return None
+        np_state = np.random.get_state()
+        train_state = {
+            "optimizer": portable_optimizer_state(self.optimizer, self.model),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "numpy_rng": [np_state[0], [int(v) for v in np_state[1]], *np_state[2:]],
+            "python_rng": random.getstate(),
+            "strategy": self.strategy.name(),
+            "config": self.config,
+        }
+        return save_checkpoint(self.save_dir, name, self.model.state_dict(), train_state)
+
+    def load(self, path: str, reset_optimizer: bool = False) -> str:
+        """Load weights from ``path`` (a run folder or checkpoint) and, unless
+        ``reset_optimizer``, the optimizer, LR schedule, epoch, step and RNG state to resume."""
+        model_path = resolve_checkpoint(path)
+        load_into(self.model, load_model_state(model_path), source=model_path)
+        if reset_optimizer:
+            return model_path
+        state_path = train_state_path(model_path)
+        if not os.path.isfile(state_path):
+            raise FileNotFoundError(f"cannot resume from {model_path}: its training state {state_path} "
+                                    f"is missing (load it as pretrained weights instead)")
+        state = paddle.load(state_path)
+        self._warn_config_change(state.get("config"))
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        if self.optimizer is None:
+            self._pending_state = state
+        else:
+            self._restore_train_state(state)
+        return model_path
+
+    # ------------------------------------------------------------------ internals
+    def _default_callbacks(self) -> list:
+        log_path = os.path.join(self.save_dir, "train.log") if self.save_dir else None
+        callbacks = [ProgressLogger(self.cfg.log_freq, log_path)]
+        if self.save_dir:
+            callbacks += [VisualDLLogger(os.path.join(self.save_dir, "vdl"), self.cfg.log_freq),
+                          Checkpointer(self.cfg.save_freq)]
+        return callbacks
+
+    def _train_epoch(self, loader, epoch: int, cbks) -> None:
+        self.model.train()
+        for step, (images, labels) in enumerate(loader):
+            ctx = StepContext(self.model, self.network, self.cfg.seed, epoch, step, self.amp, self.scaler)
+            logs = self.strategy.train_step((images, labels), ctx)
+            self._apply_gradients()
+            self.global_step += 1
+            cbks.on_train_batch_end(step, logs)
+
+    def _apply_gradients(self) -> None:
+        """One optimizer step on the accumulated gradients, then zero them.
+
+        Parameters that no subnet has used yet get a zero gradient first (only in the first
+        step of a run): from then on every parameter has a gradient tensor each step (Paddle
+        zeroes rather than drops them, as in the baseline), so momentum and weight decay act
+        on all of them and the optimizer state always covers the whole model, which resuming
+        needs.
+        """
+        unused = [p for p in self._trainable if p.grad is None]
+        if unused:
+            sum((p * 0.0).sum() for p in unused).backward()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+
+    def _average_statistics(self) -> None:
+        """Average non-trainable state (BN running statistics) over ranks: each rank updated
+        it from its own images; after this every rank holds the same model."""
+        if self.world_size == 1:
+            return
+        stats = [p for p in self.model.parameters() if p.stop_gradient] + \
+                [b for b in self.model.buffers() if b.dtype in (paddle.float32, paddle.float64)]
+        if not stats:
+            return
+        flat = paddle.concat([t.astype("float32").reshape([-1]) for t in stats])
+        dist.all_reduce(flat)
+        flat = flat / self.world_size
+        offset = 0
+        with paddle.no_grad():
+            for t in stats:
+                n = int(np.prod(t.shape)) if t.shape else 1
+                t.set_value(flat[offset:offset + n].reshape(t.shape).astype(t.dtype))
+                offset += n
+
+    def _restore_train_state(self, state: dict) -> None:
+        with warnings.catch_warnings():
+            # LinearWarmup keeps its inner schedule's state under an extra key, which Paddle's
+            # base class reports as unused although LinearWarmup itself restores it.
+            warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+            load_portable_optimizer_state(self.optimizer, self.model, state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        name, keys, *rest = state["numpy_rng"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        random.setstate(state["python_rng"])
+
+    def _warn_config_change(self, saved: dict | None) -> None:
+        if not saved or not self.config:
+            return
+        old, new = saved.get("Train", {}), self.config.get("Train", {})
+        changed = sorted(k for k in set(old) | set(new) if k != "resume" and old.get(k) != new.get(k))
+        if changed and self.is_main:
+            warnings.warn(f"resuming with a changed Train config ({', '.join(changed)}): the run will "
+                          f"not match one that never stopped")
+
+
+def portable_optimizer_state(optimizer, model) -> dict:
+    """The optimizer's state keyed by structured parameter names (``blocks.3.conv1.weight@velocity``).
+
+    Paddle keys accumulators by generated tensor names (``super_conv2d_7.w_0_velocity_0``),
+    which depend on how many layers a process created before; structured names do not.
+    """
+    by_tensor_name = sorted(((p.name, n) for n, p in model.named_parameters()), key=lambda x: -len(x[0]))
+    portable = {}
+    for key, value in optimizer.state_dict().items():
+        if key in ("LR_Scheduler", "master_weights"):
+            portable[key] = value
+            continue
+        for tensor_name, structured in by_tensor_name:
+            if key.startswith(tensor_name + "_"):
+                accumulator = re.sub(r"_\d+$", "", key[len(tensor_name) + 1:])
+                portable[f"{structured}@{accumulator}"] = value
+                break
+        else:
+            raise ValueError(f"optimizer state {key!r} belongs to no parameter of the model")
+    return portable
+
+
+def load_portable_optimizer_state(optimizer, model, portable: dict) -> None:
+    """Inverse of :func:`portable_optimizer_state` for this process's tensor names."""
+    params = dict(model.named_parameters())
+    state = {}
+    for key, value in portable.items():
+        if key in ("LR_Scheduler", "master_weights"):
+            state[key] = value
+            continue
+        structured, accumulator = key.rsplit("@", 1)
+        if structured not in params:
+            raise ValueError(f"checkpoint optimizer state names parameter {structured!r}, "
+                             f"which the model does not have")
+        state[f"{params[structured].name}_{accumulator}_0"] = value
+    optimizer.set_state_dict(state)

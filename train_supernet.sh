@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Train the ResNet48 supernet with one process per GPU, as the official baseline does.
+#
+#   DEVICES=0,1,2,3 sh train_supernet.sh                 # 4 GPUs (default)
+#   NPROC=2 sh train_supernet.sh --image_dir data/mini   # 2 CPU processes (gloo), no GPU
+#   sh train_supernet.sh --resume checkpoints/res48      # continue a stopped run exactly
+#
+# Extra arguments are passed to train_supernet.py and win over the ones below.
+#
+# Flags (baseline names and meanings; defaults in the config's Train / Data sections):
+#   --config           YAML with SearchSpace / Train / Data sections
+#   --image_dir        ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*
+#   --save_dir         checkpoints (epoch_N, final, latest), train.log, vdl/, config.yaml
+#   --max_epoch        epochs of the cosine schedule
+#   --batch_size       images per process (GPU) per step
+#   --lr               learning rate per 256 images: peak = lr * batch_size * processes / 256
+#   --warmup           epochs of linear warmup from 0 to the peak
+#   --dyna_batch_size  subnets whose gradients accumulate before each optimizer step
+#   --strategy         baseline (needs --pretrained) | spos | sandwich
+#   --pretrained       official full resnet48.pdparams: supernet init (mid channels reordered)
+#                      and the frozen distillation teacher of 'baseline'
+#   --resume           a run folder or checkpoint to continue from
+#   -o Section.key=v   any other config value, e.g. -o Train.grad_clip=1.0
+set -e
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python}
+
+if [ -n "$NPROC" ]; then
+    # CPU (or any machine without the GPUs): N processes that talk over gloo.
+    LAUNCH="--nproc_per_node $NPROC"
+else
+    LAUNCH="--devices ${DEVICES:-0,1,2,3}"
+fi
+
+$PYTHON -m paddle.distributed.launch $LAUNCH --log_dir "${LOG_DIR:-log/train_supernet}" \
+    train_supernet.py run \
+    --config configs/resnet48_imagenet.yaml \
+    --backbone resnet48 \
+    --image_dir data/ILSVRC2012 \
+    --save_dir checkpoints/res48_supernet \
+    --max_epoch 70 \
+    --batch_size 256 \
+    --lr 0.001 \
+    --warmup 5 \
+    --dyna_batch_size 2 \
+    --strategy baseline \
+    --pretrained checkpoints/resnet48.pdparams \
+    --save_freq 1 \
+    --log_freq 100 \
+    "$@"
