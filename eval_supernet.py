@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="rank the archs of --json_path (one shard, or merge shards)")
     run.add_argument("--config", help="YAML with a SearchSpace section (and optionally Eval)")
-    run.add_argument("--image_dir", help="folder with train/<class>/* and val/<class>/*")
+    run.add_argument("--image_dir", help="folder with train/<class>/* and val/<class>/* "
+                                          "(default: the config's Data.image_dir)")
     run.add_argument("--resume", help="supernet checkpoint: run folder, or path with or without .pdparams")
     run.add_argument("--json_path", required=True, help="arch list {key: {'acc': .., 'arch': code}}")
     run.add_argument("--save_path", required=True, help="submission JSON to write")
@@ -91,10 +92,13 @@ def run(args: argparse.Namespace) -> None:
         merge_shards(args.json_path, args.save_path, num_shards)
         print(f"merged {num_shards} shard(s) into {args.save_path}", file=sys.stderr)
         return
-    missing = [f"--{name}" for name in ("config", "image_dir", "resume") if getattr(args, name) is None]
+    missing = [f"--{name}" for name in ("config", "resume") if getattr(args, name) is None]
     if missing:
         raise ValueError(f"ranking needs {', '.join(missing)}")
     cfg = load_config(args.config, args.overrides)
+    image_dir = args.image_dir or section(cfg, "Data").get("image_dir")
+    if image_dir is None:
+        raise ValueError("ranking needs --image_dir (or Data.image_dir in the config)")
     space = SearchSpace.from_config(section(cfg, "SearchSpace"))
     settings = eval_settings(args, cfg)
     archs = read_arch_json(args.json_path)
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> None:
     supernet, checkpoint = load_supernet(space, args.resume)
     print(f"shard {shard} of {num_shards}: {len(archs)} archs in {args.json_path}, checkpoint {checkpoint}, "
           f"{settings}", file=sys.stderr)
-    ranker = SubnetRanker(supernet, args.image_dir, **settings)
+    ranker = SubnetRanker(supernet, image_dir, **settings)
     rank_shard(ranker, archs, args.save_path, shard, num_shards, checkpoint, progress=not args.no_progress)
     if num_shards == 1:
         merge_shards(args.json_path, args.save_path, 1)

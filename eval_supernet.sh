@@ -7,7 +7,7 @@
 #   NPROC=2 bash eval_supernet.sh --config configs/resnet48_small.yaml ...     # CPU processes
 #
 # Arguments are those of `eval_supernet.py run` (without --num_shards/--shard).  Environment:
-#   DEVICES   GPU ids for paddle.distributed.launch --devices (default 0)
+#   DEVICES   GPU ids for paddle.distributed.launch --devices (default 0,1,2,3)
 #   NPROC     run NPROC CPU processes instead (--nproc_per_node); each gets
 #             OMP_NUM_THREADS = cores / NPROC unless OMP_NUM_THREADS is set
 #   PYTHON    interpreter (default .venv/bin/python if present, else python)
@@ -25,7 +25,7 @@ if [ -n "${NPROC:-}" ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / NPROC > 0 ? $(nproc) / NPROC : 1 ))}
   launch=(--nproc_per_node "$NPROC")
 else
-  DEVICES=${DEVICES:-0}
+  DEVICES=${DEVICES:-0,1,2,3}
   IFS=, read -r -a ids <<< "$DEVICES"
   nshards=${#ids[@]}
   launch=(--devices "$DEVICES")

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train one subnet from scratch",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              epilog="Flags left out take their value from the config file.")
     add_train_flags(run)
     run.add_argument("--arch", required=True, help="arch code (52 digits, or 51 without the image digit)")
     run.add_argument("--out_json", default=None, help="submission-format JSON to merge the result into")
@@ -62,7 +62,7 @@ def setup(args):
     cfg.update({SECTION: dataclasses.asdict(train_cfg), "Data": dataclasses.asdict(data_cfg)})
     if args.out_json and os.path.exists(args.out_json):
         read_arch_json(args.out_json)  # fail now, not after training, on a broken file
-    train_set, val_set = build_datasets(data_cfg, space.widths(code).image_size, train_cfg.seed)
+    train_set, val_set, _ = build_datasets(data_cfg, space.widths(code).image_size, train_cfg.seed)
     if val_set is None:
         raise FileNotFoundError(f"{data_cfg.image_dir!r} has no val folder to measure the accuracy on")
     paddle.seed(train_cfg.seed)

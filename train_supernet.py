@@ -49,11 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train a supernet",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              epilog="Flags left out take their value from the config file.")
     add_train_flags(run)
-    for name in SUPERNET_FLAGS.keys() - TRAIN_FLAGS.keys():
-        _, _, kind, help_text = SUPERNET_FLAGS[name]
-        run.add_argument(f"--{name}", type=kind, default=None, help=help_text)
+    for name, (_, _, kind, help_text) in SUPERNET_FLAGS.items():
+        if name not in TRAIN_FLAGS:
+            run.add_argument(f"--{name}", type=kind, default=None, help=help_text)
     run.add_argument("--resume", default=None,
                      help="continue from a run folder or checkpoint (weights, optimizer, epoch, RNG)")
     return parser
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 def setup(args):
     """Everything that can fail on bad input, done before any training step.
 
-    Returns the resolved config, a ready :class:`Trainer`, and the train / val datasets.
+    Returns the resolved config, a ready :class:`Trainer`, the (train, val, calibration)
+    datasets and the data loader worker count.
     """
     cfg = resolve_config(args, SUPERNET_FLAGS)
     space = SearchSpace.from_config(section(cfg, "SearchSpace"))
@@ -75,7 +76,7 @@ def setup(args):
                          f"pass --pretrained PATH, or use --strategy sandwich / spos")
     if train_cfg.pretrained and not os.path.isfile(train_cfg.pretrained):
         raise FileNotFoundError(f"--pretrained {train_cfg.pretrained!r} does not exist")
-    train_set, val_set = build_datasets(data_cfg, max(space.image_sizes), train_cfg.seed)
+    datasets = build_datasets(data_cfg, max(space.image_sizes), train_cfg.seed)  # train, val, calibration
     paddle.seed(train_cfg.seed)
     supernet = ResNetSuperNet(space)
     teacher = None
@@ -87,19 +88,19 @@ def setup(args):
     trainer = Trainer(supernet, strategy, train_cfg, config=cfg)
     if args.resume:
         trainer.load(args.resume)
-    return cfg, trainer, train_set, val_set, data_cfg.num_workers
+    return cfg, trainer, datasets, data_cfg.num_workers
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cfg, trainer, train_set, val_set, num_workers = setup(args)
+        cfg, trainer, (train_set, val_set, calib_set), num_workers = setup(args)
     except (ValueError, KeyError, FileNotFoundError, ArchCodeError) as exc:
         parser.exit(2, f"{parser.prog} run: error: {exc.args[0] if exc.args else exc}\n")
     if trainer.is_main:
         save_config(cfg, os.path.join(trainer.save_dir, "config.yaml"))
-    trainer.fit(train_set, val_set, num_workers=num_workers)
+    trainer.fit(train_set, val_set, calib_set, num_workers=num_workers)
     return 0
 
 

@@ -48,8 +48,9 @@ class CallbackList:
 
 
 class ProgressLogger(Callback):
-    """Every ``log_freq`` steps: a progress bar, mean losses since the last line, LR, images/s
-    (all ranks) and ETA of the run; at epoch end: epoch time and validation top-1.
+    """Every ``log_freq`` steps: a progress bar, mean losses since the last line (of rank 0's
+    batches), LR, images/s (all ranks) and ETA of the run; at epoch end: epoch time and
+    validation top-1.
 
     Lines go to stdout and, with ``log_path``, are appended to that text file.
     """
@@ -168,14 +169,18 @@ class Checkpointer(Callback):
 
     def __init__(self, save_freq: int = 1):
         self.save_freq = max(1, int(save_freq))
+        self._trained = False
 
     def on_epoch_end(self, epoch, logs=None):
+        self._trained = True
         if (epoch + 1) % self.save_freq == 0:
             self.trainer.save(f"epoch_{epoch + 1}")
 
     def on_train_end(self, logs=None):
-        if self.trainer.epoch >= self.trainer.epochs:
-            self.trainer.save("final")
+        t = self.trainer
+        already_final = t.save_dir and os.path.isfile(os.path.join(t.save_dir, "final.pdparams"))
+        if t.epoch >= t.epochs and (self._trained or not already_final):
+            t.save("final")
 
 
 def _clock(seconds: float) -> str:

@@ -35,9 +35,20 @@ class ToCHWArray:
         return (arr - self.mean) / self.std
 
 
-def build_transform(image_size: int, train: bool):
+def to_uint8_chw(img: Image.Image) -> np.ndarray:
+    """PIL image -> ``[3, H, W]`` uint8 array (a quarter of the float32 size, for caches)."""
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def build_transform(image_size: int, train: bool, output: str = "normalized"):
     """Training: random-resized crop + flip (pad-and-crop + flip for small images).
-    Evaluation: resize + center crop (plain resize for small images)."""
+    Evaluation: resize + center crop (plain resize for small images).
+
+    ``output="normalized"`` ends in :class:`ToCHWArray`; ``"uint8"`` ends in
+    :func:`to_uint8_chw`, for callers that cache images and normalise later.
+    """
+    if output not in ("normalized", "uint8"):
+        raise ValueError(f"output must be 'normalized' or 'uint8', got {output!r}")
     if image_size <= SMALL_IMAGE:
         ops = [T.Resize((image_size, image_size))]
         if train:
@@ -46,7 +57,7 @@ def build_transform(image_size: int, train: bool):
         ops = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
     else:
         ops = [T.Resize(int(round(image_size / 0.875))), T.CenterCrop(image_size)]
-    return T.Compose(ops + [ToCHWArray()])
+    return T.Compose(ops + [ToCHWArray() if output == "normalized" else to_uint8_chw])
 
 
 class ImageFolder(paddle.io.Dataset):

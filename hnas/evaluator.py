@@ -22,7 +22,6 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 import paddle
 import paddle.nn as nn
-from paddle.vision import transforms as T
 from tqdm import tqdm
 
 from .checkpoint import load_into, load_model_state, resolve_checkpoint
@@ -164,10 +163,8 @@ def load_fixed_images(image_dir: str, image_size: int, calib_batches: int, batch
     if batch_size < 1 or calib_batches < 0 or eval_images < 1:
         raise ValueError(f"need batch_size >= 1, calib_batches >= 0, eval_images >= 1; got "
                          f"{batch_size}, {calib_batches}, {eval_images}")
-    *resize_ops, to_array = build_transform(image_size, train=False).transforms
-    if not isinstance(to_array, ToCHWArray):
-        raise TypeError("hnas.data.build_transform must end with ToCHWArray for fixed-image caching")
-    decode = T.Compose(list(resize_ops) + [lambda img: np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)])
+    decode = build_transform(image_size, train=False, output="uint8")
+    to_array = ToCHWArray()
     calibration = []
     if calib_batches > 0:
         train = ImageFolder(os.path.join(image_dir, "train"), decode, limit=calib_batches * batch_size, seed=seed)
@@ -347,6 +344,7 @@ def rank_shard(ranker: SubnetRanker, archs: Mapping[str, dict], save_path: str, 
     ``{key: acc}`` for the whole shard.  A progress bar with archs/s and ETA goes to stderr.
     """
     keys = shard_keys(list(archs), shard, num_shards)
+    os.makedirs(os.path.dirname(os.path.abspath(save_path)), exist_ok=True)
     log = ShardLog(shard_path(save_path, shard, num_shards), ranker.settings(checkpoint))
     try:
         for key, (code, _) in log.results.items():

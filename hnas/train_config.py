@@ -1,4 +1,5 @@
-"""The ``Train`` and ``Data`` config sections, the optimizer they describe, and the datasets.
+"""The ``Train`` and ``Data`` config sections, the optimizer they describe (and its portable
+state), the datasets, and the command-line flags that set them.
 
 Defaults are the official baseline's (``configs/resnet48_imagenet.yaml`` repeats them); unknown
 keys fail at once, so a typo in ``-o Train.lrr=0.1`` never trains with a default silently.
@@ -6,14 +7,16 @@ keys fail at once, so a typo in ``-o Train.lrr=0.1`` never trains with a default
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 
 import paddle
 
 from .config import apply_override, load_config
-from .data import build_dataset
+from .data import build_dataset, build_transform
 
 
 @dataclass
@@ -49,6 +52,7 @@ class TrainConfig:
     save_freq: int = 1
     log_freq: int = 100
     eval_freq: int = 1
+    bn_calib_batches: int = 10
     pretrained: str | None = None
     reorder: bool = True
 
@@ -67,6 +71,8 @@ class TrainConfig:
         for key in positive:
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ValueError(f"Train.{key} must be a positive integer, got {getattr(self, key)!r}")
+        if not isinstance(self.bn_calib_batches, int) or self.bn_calib_batches < 0:
+            raise ValueError(f"Train.bn_calib_batches must be an integer >= 0, got {self.bn_calib_batches!r}")
         if not self.lr > 0:
             raise ValueError(f"Train.lr must be positive, got {self.lr!r}")
         if self.warmup < 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
@@ -108,7 +114,9 @@ class DataConfig:
 
 
 def build_datasets(data: DataConfig, image_size: int, seed: int = 0):
-    """``(train_set, val_set)``; ``val_set`` is None when ``image_dir`` has no ``val`` folder.
+    """``(train_set, val_set, calib_set)``; the last two are None when ``image_dir`` has no
+    ``val`` folder.  ``calib_set`` is the training images with the evaluation transform, for
+    BN recalibration before each validation.
 
     Raises before any training when ``image_dir`` is unset, missing, or has no images.
     """
@@ -118,11 +126,13 @@ def build_datasets(data: DataConfig, image_size: int, seed: int = 0):
         raise FileNotFoundError(f"image folder {data.image_dir!r} does not exist")
     train = build_dataset(data.image_dir, "train", image_size, train=True, per_class=data.per_class,
                           limit=data.train_subset, on_error=data.on_error, seed=seed)
-    val = None
+    val = calib = None
     if os.path.isdir(os.path.join(data.image_dir, "val")):
         val = build_dataset(data.image_dir, "val", image_size, train=False, per_class=data.val_per_class,
                             limit=data.val_subset, on_error=data.on_error, seed=seed)
-    return train, val
+        calib = copy.copy(train)  # same files, listed once; evaluation transform
+        calib.transform = build_transform(image_size, train=False)
+    return train, val, calib
 
 
 def build_optimizer(parameters, cfg: TrainConfig, steps_per_epoch: int, world_size: int = 1):
@@ -142,6 +152,45 @@ def build_optimizer(parameters, cfg: TrainConfig, steps_per_epoch: int, world_si
                                           parameters=parameters, use_nesterov=cfg.nesterov,
                                           weight_decay=cfg.weight_decay or None, grad_clip=clip)
     return optimizer, schedule
+
+
+
+def portable_optimizer_state(optimizer, model) -> dict:
+    """The optimizer's state keyed by structured parameter names (``blocks.3.conv1.weight@velocity``).
+
+    Paddle keys accumulators by generated tensor names (``super_conv2d_7.w_0_velocity_0``),
+    which depend on how many layers a process created before; structured names do not.
+    """
+    by_tensor_name = sorted(((p.name, n) for n, p in model.named_parameters()), key=lambda x: -len(x[0]))
+    portable = {}
+    for key, value in optimizer.state_dict().items():
+        if key in ("LR_Scheduler", "master_weights"):
+            portable[key] = value
+            continue
+        for tensor_name, structured in by_tensor_name:
+            if key.startswith(tensor_name + "_"):
+                accumulator = re.sub(r"_\d+$", "", key[len(tensor_name) + 1:])
+                portable[f"{structured}@{accumulator}"] = value
+                break
+        else:
+            raise ValueError(f"optimizer state {key!r} belongs to no parameter of the model")
+    return portable
+
+
+def load_portable_optimizer_state(optimizer, model, portable: dict) -> None:
+    """Inverse of :func:`portable_optimizer_state` for this process's tensor names."""
+    params = dict(model.named_parameters())
+    state = {}
+    for key, value in portable.items():
+        if key in ("LR_Scheduler", "master_weights"):
+            state[key] = value
+            continue
+        structured, accumulator = key.rsplit("@", 1)
+        if structured not in params:
+            raise ValueError(f"checkpoint optimizer state names parameter {structured!r}, "
+                             f"which the model does not have")
+        state[f"{params[structured].name}_{accumulator}_0"] = value
+    optimizer.set_state_dict(state)
 
 
 def parse_bool(text: str) -> bool:
@@ -174,13 +223,12 @@ TRAIN_FLAGS = {
 }
 
 
-def add_train_flags(parser: argparse.ArgumentParser, names=None) -> None:
-    """Add ``--config``, ``-o`` and the flags of :data:`TRAIN_FLAGS` (all by default)."""
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config``, ``-o`` and the flags of :data:`TRAIN_FLAGS`."""
     parser.add_argument("--config", default="configs/resnet48_imagenet.yaml", help="YAML config")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value",
                         help="set any config value (applied last; repeatable)")
-    for name in names or TRAIN_FLAGS:
-        _, _, kind, help_text = TRAIN_FLAGS[name]
+    for name, (_, _, kind, help_text) in TRAIN_FLAGS.items():
         kwargs = {"choices": ("raise", "skip")} if name == "on_error" else {}
         parser.add_argument(f"--{name}", type=kind, default=None, help=help_text, **kwargs)
 

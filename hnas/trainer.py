@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import warnings
 
 import numpy as np
@@ -19,11 +18,14 @@ import paddle.distributed as dist
 
 from .callbacks import CallbackList, Checkpointer, ProgressLogger, VisualDLLogger
 from .checkpoint import load_into, load_model_state, resolve_checkpoint, save_checkpoint, train_state_path
+from .evaluator import recalibrate_bn
 from .sampling import make_rng
 from .strategies.base import StepContext
-from .train_config import TrainConfig, build_optimizer
+from .train_config import TrainConfig, build_optimizer, load_portable_optimizer_state, portable_optimizer_state
 
 __all__ = ["EpochBatchSampler", "EpochSeededDataset", "TrainConfig", "Trainer", "build_optimizer"]
+
+CALIBRATION_KEY = 0xCA1B  # make_rng key of the calibration image order, apart from any epoch
 
 
 class EpochBatchSampler(paddle.io.BatchSampler):
@@ -155,8 +157,10 @@ class Trainer:
             self._restore_train_state(self._pending_state)
             self._pending_state = None
 
-    def fit(self, train_data, eval_data=None, num_workers: int = 0, callbacks=None) -> dict[str, float]:
-        """Train from ``self.epoch`` (0, or where :meth:`load` left off) to ``cfg.max_epoch``.
+    def fit(self, train_data, eval_data=None, calib_data=None, num_workers: int = 0,
+            callbacks=None) -> dict[str, float]:
+        """Train from ``self.epoch`` (0, or where :meth:`load` left off) to ``cfg.max_epoch``,
+        evaluating on ``eval_data`` every ``cfg.eval_freq`` epochs (see :meth:`evaluate`).
 
         Returns the metrics of the last evaluation ({} if there was none).
         """
@@ -182,28 +186,39 @@ class Trainer:
             self._average_statistics()
             eval_logs = {}
             if eval_data is not None and (self.epoch % self.cfg.eval_freq == 0 or self.epoch == self.epochs):
-                eval_logs = last_eval = self.evaluate(eval_data, num_workers=num_workers)
+                eval_logs = last_eval = self.evaluate(eval_data, calib_data=calib_data, num_workers=num_workers)
                 cbks.on_eval_end(eval_logs)
             cbks.on_epoch_end(epoch, eval_logs)
         cbks.on_train_end()
         return last_eval
 
-    def evaluate(self, eval_data, archs: dict | None = None, batch_size: int | None = None,
+    def evaluate(self, eval_data, archs: dict | None = None, calib_data=None, batch_size: int | None = None,
                  num_workers: int = 0) -> dict[str, float]:
-        """Top-1 on ``eval_data`` of each arch (default: ``strategy.eval_archs()``), with the
-        stored BN statistics; ranks evaluate disjoint shards and sum their counts."""
+        """Top-1 on ``eval_data`` of each arch (default: ``strategy.eval_archs()``).
+
+        With ``calib_data`` (training images, evaluation transform) and ``cfg.bn_calib_batches``
+        > 0, every arch is evaluated after re-estimating its BN statistics on the same fixed
+        batches, since the running statistics of a supernet mix all subnets trained; the
+        training statistics are put back afterwards, so evaluating never changes training.
+        Ranks evaluate disjoint shards of ``eval_data`` and sum their counts.
+        """
         archs = self.strategy.eval_archs() if archs is None else archs
-        sampler = EpochBatchSampler(len(eval_data), batch_size or self.cfg.batch_size, shuffle=False,
-                                    drop_last=False, num_replicas=self.world_size, rank=self.rank)
+        batch_size = batch_size or self.cfg.batch_size
+        sampler = EpochBatchSampler(len(eval_data), batch_size, shuffle=False, drop_last=False,
+                                    num_replicas=self.world_size, rank=self.rank)
         loader = paddle.io.DataLoader(eval_data, batch_sampler=sampler, num_workers=num_workers,
                                       return_list=True)
+        calibration = self._calibration_batches(calib_data, batch_size)
         previous = self.model.active_arch() if hasattr(self.model, "active_arch") else None
+        saved_statistics = [t.clone() for t in self._statistics()] if calibration else []
         self.model.eval()
         results = {}
         with paddle.no_grad():
             for name, arch in archs.items():
                 if arch is not None:
                     self.model.set_active(arch)
+                if calibration:
+                    recalibrate_bn(self.model, calibration)
                 counts = np.zeros(2, dtype=np.int64)
                 for images, labels in loader:
                     with paddle.amp.auto_cast(enable=self.amp):
@@ -215,6 +230,8 @@ class Trainer:
                     dist.all_reduce(total)
                     counts = total.numpy()
                 results[f"top1_{name}"] = float(counts[0] / max(counts[1], 1))
+            for tensor, saved in zip(self._statistics(), saved_statistics):
+                tensor.set_value(saved)
         if previous is not None:
             self.model.set_active(previous)
         self.model.train()
@@ -296,14 +313,16 @@ class Trainer:
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
 
+    def _statistics(self) -> list:
+        """Non-trainable state tensors (BN running statistics), in a fixed order."""
+        return [p for p in self.model.parameters() if p.stop_gradient] + \
+               [b for b in self.model.buffers() if b.dtype in (paddle.float32, paddle.float64)]
+
     def _average_statistics(self) -> None:
         """Average non-trainable state (BN running statistics) over ranks: each rank updated
         it from its own images; after this every rank holds the same model."""
-        if self.world_size == 1:
-            return
-        stats = [p for p in self.model.parameters() if p.stop_gradient] + \
-                [b for b in self.model.buffers() if b.dtype in (paddle.float32, paddle.float64)]
-        if not stats:
+        stats = self._statistics()
+        if self.world_size == 1 or not stats:
             return
         flat = paddle.concat([t.astype("float32").reshape([-1]) for t in stats])
         dist.all_reduce(flat)
@@ -314,6 +333,16 @@ class Trainer:
                 n = int(np.prod(t.shape)) if t.shape else 1
                 t.set_value(flat[offset:offset + n].reshape(t.shape).astype(t.dtype))
                 offset += n
+
+    def _calibration_batches(self, calib_data, batch_size: int) -> list:
+        """``cfg.bn_calib_batches`` image batches of ``calib_data`` in a seeded order (no batch
+        holds one class only); the same on every rank and at every evaluation."""
+        if calib_data is None or self.cfg.bn_calib_batches == 0:
+            return []
+        order = make_rng(self.cfg.seed, CALIBRATION_KEY).permutation(len(calib_data))
+        order = order[:self.cfg.bn_calib_batches * batch_size]
+        images = np.stack([calib_data[int(i)][0] for i in order])
+        return [paddle.to_tensor(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
 
     def _restore_train_state(self, state: dict) -> None:
         with warnings.catch_warnings():
@@ -335,41 +364,3 @@ class Trainer:
         if changed and self.is_main:
             warnings.warn(f"resuming with a changed Train config ({', '.join(changed)}): the run will "
                           f"not match one that never stopped")
-
-
-def portable_optimizer_state(optimizer, model) -> dict:
-    """The optimizer's state keyed by structured parameter names (``blocks.3.conv1.weight@velocity``).
-
-    Paddle keys accumulators by generated tensor names (``super_conv2d_7.w_0_velocity_0``),
-    which depend on how many layers a process created before; structured names do not.
-    """
-    by_tensor_name = sorted(((p.name, n) for n, p in model.named_parameters()), key=lambda x: -len(x[0]))
-    portable = {}
-    for key, value in optimizer.state_dict().items():
-        if key in ("LR_Scheduler", "master_weights"):
-            portable[key] = value
-            continue
-        for tensor_name, structured in by_tensor_name:
-            if key.startswith(tensor_name + "_"):
-                accumulator = re.sub(r"_\d+$", "", key[len(tensor_name) + 1:])
-                portable[f"{structured}@{accumulator}"] = value
-                break
-        else:
-            raise ValueError(f"optimizer state {key!r} belongs to no parameter of the model")
-    return portable
-
-
-def load_portable_optimizer_state(optimizer, model, portable: dict) -> None:
-    """Inverse of :func:`portable_optimizer_state` for this process's tensor names."""
-    params = dict(model.named_parameters())
-    state = {}
-    for key, value in portable.items():
-        if key in ("LR_Scheduler", "master_weights"):
-            state[key] = value
-            continue
-        structured, accumulator = key.rsplit("@", 1)
-        if structured not in params:
-            raise ValueError(f"checkpoint optimizer state names parameter {structured!r}, "
-                             f"which the model does not have")
-        state[f"{params[structured].name}_{accumulator}_0"] = value
-    optimizer.set_state_dict(state)

@@ -26,29 +26,37 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="this Paddle bui
 def train_on_one_rank(image_root: str, out_dir: str, strategy: str) -> None:
     """Runs in each spawned process: a few steps, then every rank saves its state dict."""
     from hnas.data import build_dataset
-    from hnas.models import ResNetSuperNet
+    from hnas.models import ResNet, ResNetSuperNet
+    from hnas.models.pretrained import build_teacher, full_arch
     from hnas.search_space import SearchSpace
-    from hnas.strategies import build_strategy
+    from hnas.strategies import STRATEGIES, build_strategy
     from hnas.trainer import TrainConfig, Trainer
 
     space = SearchSpace.from_config(TINY_SPACE)
+    teacher = None
+    if STRATEGIES.get(strategy).needs_teacher:
+        paddle.seed(1)
+        teacher = build_teacher(space, ResNet(full_arch(space), space).state_dict())
     paddle.seed(100 + dist.get_rank())
     net = ResNetSuperNet(space)
     np.savez(os.path.join(out_dir, f"init{dist.get_rank()}.npz"),
              **{k: v.numpy() for k, v in net.state_dict().items()})
     cfg = TrainConfig(strategy=strategy, max_epoch=2, batch_size=4, lr=0.4, warmup=0.5, dyna_batch_size=3,
-                      log_freq=4, save_dir=out_dir)
-    trainer = Trainer(net, build_strategy(strategy, space, cfg), cfg)
-    trainer.fit(build_dataset(image_root, "train", 32), build_dataset(image_root, "val", 32))
+                      log_freq=4, save_dir=out_dir, bn_calib_batches=2)
+    trainer = Trainer(net, build_strategy(strategy, space, cfg, teacher=teacher), cfg)
+    trainer.fit(build_dataset(image_root, "train", 32), build_dataset(image_root, "val", 32),
+                calib_data=build_dataset(image_root, "train", 32, train=False))
     np.savez(os.path.join(out_dir, f"rank{dist.get_rank()}.npz"),
              **{k: v.numpy() for k, v in net.state_dict().items()})
 
 
-def test_two_cpu_processes_end_with_identical_models(tmp_path):
+@pytest.mark.filterwarnings("ignore:Your model will be trained under CPUONLY mode")
+@pytest.mark.parametrize("strategy", ["baseline", "sandwich"])  # random subnets + teacher; largest first
+def test_two_cpu_processes_end_with_identical_models(strategy, tmp_path):
     image_root = make_image_folder(str(tmp_path / "images"), num_classes=4, per_class=8, image_size=32)
     out = str(tmp_path / "run")
     os.makedirs(out)
-    dist.spawn(train_on_one_rank, args=(image_root, out, "sandwich"), nprocs=2, backend="gloo")
+    dist.spawn(train_on_one_rank, args=(image_root, out, strategy), nprocs=2, backend="gloo")
     ranks = [np.load(os.path.join(out, f"rank{r}.npz")) for r in (0, 1)]
     inits = [np.load(os.path.join(out, f"init{r}.npz")) for r in (0, 1)]
     stem = "blocks.0.conv.weight"

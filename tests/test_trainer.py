@@ -196,6 +196,28 @@ def test_evaluate_matches_a_direct_count_and_restores_the_active_arch(small_spac
         assert results[f"top1_{name}"] == pytest.approx(expected)
 
 
+def test_calibrated_evaluation_recalibrates_each_arch_and_restores_the_statistics(small_space, image_root):
+    from hnas.evaluator import recalibrate_bn
+
+    trainer, net = spos_trainer(small_space, bn_calib_batches=2)
+    trainer.fit(build_dataset(image_root, "train", 32))
+    calib, val = build_dataset(image_root, "train", 32, train=False), build_dataset(image_root, "val", 32)
+    before = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    results = trainer.evaluate(val, calib_data=calib, batch_size=8)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), before[key], err_msg=f"{key} changed by evaluate")
+    batches = trainer._calibration_batches(calib, 8)
+    assert len(batches) == 2 and all(b.shape[0] == 8 for b in batches)
+    images = paddle.to_tensor(np.stack([val[i][0] for i in range(len(val))]))
+    labels = np.array([val[i][1] for i in range(len(val))])
+    for name, arch in (("largest", small_space.largest()), ("smallest", small_space.smallest())):
+        net.set_active(arch)
+        recalibrate_bn(net, batches)
+        net.eval()
+        expected = float((net(images).numpy().argmax(-1) == labels).mean())
+        assert results[f"top1_{name}"] == pytest.approx(expected)
+
+
 def test_standalone_strategy_trains_a_plain_resnet(small_space, image_root):
     cfg = TrainConfig(strategy="standalone", max_epoch=1, batch_size=8, lr=0.05, scale_lr=False, warmup=0)
     net = ResNet(small_space.smallest(), small_space)

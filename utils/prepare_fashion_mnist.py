@@ -1,6 +1,6 @@
 """Export Debian's Fashion-MNIST (apt-get install dataset-fashion-mnist) as an ImageFolder.
 
-    python utils/prepare_fashion_mnist.py --out data/fashion_mnist --image_size 32 \
+    python utils/prepare_fashion_mnist.py --output data/fashion_mnist --image_size 32 \
         --train_per_class 500 --val_per_class 100
 
 Writes ``OUT/train/<class>/*.png`` and ``OUT/val/<class>/*.png`` (RGB), the layout that
@@ -19,30 +19,30 @@ from hnas.data import FASHION_MNIST_DIR, export_fashion_mnist  # noqa: E402
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--train_per_class", type=int, default=None, help="default: all 6,000")
     parser.add_argument("--val_per_class", type=int, default=None, help="default: all 1,000")
     parser.add_argument("--source", default=FASHION_MNIST_DIR)
     args = parser.parse_args(argv)
-    settings = os.path.join(args.out, "export.txt")
+    settings = os.path.join(args.output, "export.txt")
     wanted = f"image_size={args.image_size} train_per_class={args.train_per_class} " \
              f"val_per_class={args.val_per_class}\n"
-    if os.path.exists(args.out):
+    if os.path.exists(args.output):
         if os.path.isfile(settings) and open(settings).read() == wanted:
-            print(f"{args.out}: already exported ({wanted.strip()})")
+            print(f"{args.output}: already exported ({wanted.strip()})")
             return
-        sys.exit(f"{args.out} already exists and is not a Fashion-MNIST export with {wanted.strip()}; "
-                 f"choose another --out")
+        sys.exit(f"{args.output} already exists and is not a Fashion-MNIST export with {wanted.strip()}; "
+                 f"choose another --output")
     # Export beside the target and rename at the end, so an interrupted run leaves no half folder.
-    partial = args.out.rstrip("/") + ".partial"
+    partial = args.output.rstrip("/") + ".partial"
     if os.path.isdir(partial):
         shutil.rmtree(partial)
     export_fashion_mnist(partial, args.image_size, args.train_per_class, args.val_per_class, args.source)
     with open(os.path.join(partial, "export.txt"), "w") as f:
         f.write(wanted)
-    os.replace(partial, args.out)
-    print(f"{args.out}: exported Fashion-MNIST ({wanted.strip()})")
+    os.replace(partial, args.output)
+    print(f"{args.output}: exported Fashion-MNIST ({wanted.strip()})")
 
 if __name__ == "__main__":
     main()

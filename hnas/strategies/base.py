@@ -15,6 +15,7 @@ import paddle
 import paddle.nn as nn
 
 from ..io import read_arch_json
+from ..registry import STRATEGIES
 from ..sampling import DistributionSampler, UniformSampler, make_rng
 from ..search_space import Arch, SearchSpace
 
@@ -84,8 +85,8 @@ class Strategy:
 
     @classmethod
     def name(cls) -> str:
-        """The registry name; strategy classes are named after it (``Sandwich`` -> sandwich)."""
-        return cls.__name__.lower()
+        """The name this class is registered under in ``STRATEGIES``."""
+        return next((n for n in STRATEGIES.names() if STRATEGIES.get(n) is cls), cls.__name__.lower())
 
     def sample(self, ctx: StepContext, k: int) -> Arch:
         """The ``k``-th random arch of this step."""
