@@ -30,5 +30,5 @@ $PY eval_supernet.py run --config "$CONFIG" --image_dir "$DATA" --resume "$OUT/s
 
 $PY utils/flops_table.py "$OUT/archs.json" --config "$CONFIG" --score flops --output "$OUT/flops.json"
 $PY utils/kendall.py "$OUT/submission.json" "$OUT/flops.json"
-$PY utils/visualize_rank.py "$OUT/submission.json" "$OUT/flops.json" --output "$OUT/rank_vs_flops.png" --title "demo supernet vs FLOPs"
-echo "demo: submission $OUT/submission.json, plot $OUT/rank_vs_flops.png" --title "demo supernet vs FLOPs"
+$PY utils/visualize_rank.py "$OUT/submission.json" "$OUT/flops.json" --output "$OUT/rank_vs_flops.png" --title "demo supernet vs FLOPs" --pred_label supernet --gt_label FLOPs
+echo "demo: submission $OUT/submission.json, plot $OUT/rank_vs_flops.png"
