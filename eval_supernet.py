@@ -22,7 +22,7 @@ import warnings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # paddle / paddleslim warn about ccache and distutils on import
-    from hnas.config import load_config, section
+    from hnas.config import check_keys, load_config, section
     from hnas.evaluator import (EVAL_DEFAULTS, SubnetRanker, load_supernet, merge_shards,
                                 rank_shard)
     from hnas.io import read_arch_json, refuse_overwrite
@@ -75,9 +75,7 @@ def resolve_shard(num_shards: int | None, shard: int | None, merge_only: bool) -
 def eval_settings(args: argparse.Namespace, cfg: dict) -> dict:
     """calib_batches, eval_images, batch_size, seed: flags over the Eval section over defaults."""
     eval_cfg = section(cfg, "Eval")
-    unknown = set(eval_cfg) - set(EVAL_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown Eval keys {sorted(unknown)}; known: {sorted(EVAL_DEFAULTS)}")
+    check_keys(eval_cfg, EVAL_DEFAULTS, "Eval")
     settings = {**EVAL_DEFAULTS, **eval_cfg}
     for key in ("calib_batches", "eval_images", "batch_size"):
         if getattr(args, key) is not None:

@@ -23,7 +23,9 @@
 #   -o Section.key=v   any other config value, e.g. -o Train.grad_clip=1.0
 set -e
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python}
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
 
 if [ -n "$NPROC" ]; then
     # CPU (or any machine without the GPUs): N processes that talk over gloo.

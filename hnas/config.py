@@ -52,6 +52,13 @@ def section(cfg: dict, name: str) -> dict:
     return copy.deepcopy(value)
 
 
+def check_keys(values: dict, known, name: str) -> None:
+    """Fail on keys of section ``name`` that nothing reads (a typo would otherwise be ignored)."""
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {name} keys {unknown}; known: {sorted(known)}")
+
+
 def save_config(cfg: dict, path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"

@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 import yaml
 
+from .config import check_keys
+
 DEFAULT_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 ACTIVATIONS = ("relu", "mish", "prelu", "swish")
 
@@ -117,9 +119,7 @@ class SearchSpace:
         """Build from the ``SearchSpace`` section of a config (a dict of YAML values)."""
         known = {"base_widths", "depth_ranges", "width_ratios", "channel_divisor", "image_sizes",
                  "num_classes", "activation", "in_channels", "sample_codes"}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"unknown SearchSpace keys {sorted(unknown)}; known: {sorted(known)}")
+        check_keys(cfg, known, "SearchSpace")
         kwargs = dict(cfg)
         for key in ("base_widths", "width_ratios", "image_sizes"):
             if key in kwargs:

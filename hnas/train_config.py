@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import paddle
 
-from .config import apply_override, load_config
+from .config import apply_override, check_keys, load_config
 from .data import build_dataset, build_transform
 
 
@@ -58,10 +58,7 @@ class TrainConfig:
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"unknown Train keys {unknown}; known: {sorted(known)}")
+        check_keys(section, (f.name for f in dataclasses.fields(cls)), "Train")
         cfg = cls(**section)
         cfg.validate()
         return cfg
@@ -106,10 +103,7 @@ class DataConfig:
 
     @classmethod
     def from_config(cls, section: dict) -> "DataConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"unknown Data keys {unknown}; known: {sorted(known)}")
+        check_keys(section, (f.name for f in dataclasses.fields(cls)), "Data")
         return cls(**section)
 
 
