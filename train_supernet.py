@@ -19,11 +19,9 @@ import argparse
 import dataclasses
 import os
 import sys
-import warnings
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # paddle warns about a missing ccache on import
-    import paddle
+import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
+import paddle
 
 from hnas.config import save_config, section
 from hnas.models import ResNetSuperNet

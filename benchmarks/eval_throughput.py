@@ -34,6 +34,7 @@ sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # paddle warns about a missing ccache on import
+    import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
     import numpy as np
     import paddle
 

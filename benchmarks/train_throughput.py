@@ -16,13 +16,12 @@ import sys
 import time
 import warnings
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import numpy as np
-    import paddle
-    import paddle.nn.functional as F
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import hnas  # noqa: E402,F401  (before paddle: see hnas/__init__.py)
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+import paddle.nn.functional as F  # noqa: E402
 
 from hnas.config import load_config, section  # noqa: E402
 from hnas.models import ResNet, ResNetSuperNet  # noqa: E402

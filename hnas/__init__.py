@@ -5,6 +5,11 @@ import warnings
 # custom C++ ops, which hnas never does); keep the CLIs' output readable.
 warnings.filterwarnings("ignore", message="No ccache found")
 
+# Paddle 2.6's wheels bring their own zlib: when Paddle loads before Pillow, Pillow's PNG decoder
+# binds to it and fails ("codec configuration error") or segfaults.  Loading Pillow first, as
+# importing hnas before paddle does, avoids that; Paddle 3 is unaffected.
+from PIL import Image as _Image  # noqa: E402,F401
+
 from .search_space import Arch, ArchCodeError, SearchSpace, SubnetWidths, make_divisible  # noqa: E402
 
 __version__ = "0.1.0"

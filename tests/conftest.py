@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 
 import numpy as np
 import pytest
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # paddle warns about a missing ccache on import
-    import paddle
-    import paddle.nn as nn
-
+import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
+import paddle
+import paddle.nn as nn
 from hnas.search_space import SearchSpace, load_arch_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

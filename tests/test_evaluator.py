@@ -185,7 +185,8 @@ def test_cached_images_equal_the_data_pipeline(workdir, max_float_bytes):
     assert fixed.normalized == (max_float_bytes > 0)
     val = build_dataset(str(workdir / "images"), "val", 16, train=False, limit=16)
     images, labels = next(fixed.eval_batches())
-    np.testing.assert_array_equal(images.numpy(), np.stack([val[i][0] for i in range(8)]))
+    # Paddle 2.6 divides in float32 a little differently from numpy: equal within one ulp.
+    np.testing.assert_allclose(images.numpy(), np.stack([val[i][0] for i in range(8)]), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(labels.numpy(), [val[i][1] for i in range(8)])
     calibration = list(fixed.calibration_batches())
     assert [b.dtype for b in calibration] == [paddle.float32] * 2

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # paddle warns about a missing ccache on import
+    import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
     import paddle
 
     from hnas.checkpoint import resolve_checkpoint, strip_wrapper_prefixes  # noqa: E402
