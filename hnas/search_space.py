@@ -161,7 +161,7 @@ class SearchSpace:
         code = code.strip()
         n = self.code_length
         if len(code) == n - 1:
-            code = "1" + code
+            code = "1" + code  # positions in messages refer to this 52-digit form
         if len(code) != n:
             raise ArchCodeError(f"arch code {code!r} has {len(code)} digits; expected {n} "
                                 f"(or {n - 1} without the image-size digit)")
@@ -171,12 +171,13 @@ class SearchSpace:
         digits = [int(ch) for ch in code]
         image_code = digits[0]
         if not 1 <= image_code <= len(self.image_sizes):
-            raise ArchCodeError(f"image-size code {image_code} at position 0 is outside "
+            raise ArchCodeError(f"arch code {code!r}: image-size code {image_code} at position 0 is outside "
                                 f"1..{len(self.image_sizes)} (image sizes {list(self.image_sizes)})")
         depths = tuple(digits[1:1 + self.num_stages])
         for s, (d, (lo, hi)) in enumerate(zip(depths, self.depth_ranges)):
             if not lo <= d <= hi:
-                raise ArchCodeError(f"stage {s + 1} depth {d} at position {1 + s} is outside [{lo}, {hi}]")
+                raise ArchCodeError(f"arch code {code!r}: stage {s + 1} depth {d} at position {1 + s} "
+                                    f"is outside [{lo}, {hi}]")
         stem_pos = 1 + self.num_stages
         stem = digits[stem_pos]
         self._check_width(code, stem, stem_pos, "stem")
