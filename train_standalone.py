@@ -20,6 +20,7 @@ import sys
 import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
 import paddle
 
+from hnas.checkpoint import check_run_dir
 from hnas.config import save_config, section
 from hnas.io import read_arch_json, write_arch_json
 from hnas.models import ResNet
@@ -58,6 +59,7 @@ def setup(args):
     train_cfg = TrainConfig.from_config(train_section)
     data_cfg = DataConfig.from_config(section(cfg, "Data"))
     cfg.update({SECTION: dataclasses.asdict(train_cfg), "Data": dataclasses.asdict(data_cfg)})
+    check_run_dir(train_cfg.save_dir, args.resume)
     if args.out_json and os.path.exists(args.out_json):
         read_arch_json(args.out_json)  # fail now, not after training, on a broken file
     train_set, val_set, _ = build_datasets(data_cfg, space.widths(code).image_size, train_cfg.seed)
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg, code, trainer, train_set, val_set, num_workers = setup(args)
-    except (ValueError, KeyError, FileNotFoundError, ArchCodeError) as exc:
+    except (ValueError, KeyError, OSError, ArchCodeError) as exc:
         parser.exit(2, f"{parser.prog} run: error: {exc.args[0] if exc.args else exc}\n")
     if trainer.is_main:
         save_config(cfg, os.path.join(trainer.save_dir, "config.yaml"))

@@ -23,6 +23,7 @@ import sys
 import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
 import paddle
 
+from hnas.checkpoint import check_run_dir
 from hnas.config import save_config, section
 from hnas.models import ResNetSuperNet
 from hnas.models.pretrained import build_teacher, load_resnet48_pretrained
@@ -68,6 +69,7 @@ def setup(args):
     train_cfg = TrainConfig.from_config(section(cfg, "Train"))
     data_cfg = DataConfig.from_config(section(cfg, "Data"))
     cfg.update(Train=dataclasses.asdict(train_cfg), Data=dataclasses.asdict(data_cfg))  # defaults spelt out
+    check_run_dir(train_cfg.save_dir, args.resume)
     strategy_cls = STRATEGIES.get(train_cfg.strategy)
     if strategy_cls.needs_teacher and not train_cfg.pretrained:
         raise ValueError(f"strategy {train_cfg.strategy!r} distils from the pretrained full network: "
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg, trainer, (train_set, val_set, calib_set), num_workers = setup(args)
-    except (ValueError, KeyError, FileNotFoundError, ArchCodeError) as exc:
+    except (ValueError, KeyError, OSError, ArchCodeError) as exc:
         parser.exit(2, f"{parser.prog} run: error: {exc.args[0] if exc.args else exc}\n")
     if trainer.is_main:
         save_config(cfg, os.path.join(trainer.save_dir, "config.yaml"))

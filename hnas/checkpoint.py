@@ -59,6 +59,19 @@ def resolve_checkpoint(path: str) -> str:
     raise FileNotFoundError(f"no checkpoint found for {path!r}; tried: {', '.join(tried)}")
 
 
+def check_run_dir(save_dir: str, resume: str | None) -> None:
+    """Refuse to start a new run in a folder that already holds one: its checkpoints, log and
+    config would be overwritten.  Resuming a checkpoint of that same folder is fine."""
+    if not save_dir or not os.path.isfile(os.path.join(save_dir, LATEST)):
+        return
+    if resume is not None:
+        folder = os.path.dirname(os.path.abspath(resolve_checkpoint(resume)))
+        if os.path.samefile(folder, save_dir):
+            return
+    raise FileExistsError(f"{save_dir!r} already holds a run (see its 'latest' checkpoint); pass "
+                          f"--resume {save_dir} to continue it, or choose another --save_dir")
+
+
 def train_state_path(model_path: str) -> str:
     """The ``.pdopt`` file beside a ``.pdparams`` file."""
     return model_path[: -len(MODEL_SUFFIX)] + STATE_SUFFIX

@@ -66,6 +66,13 @@ def test_train_supernet_end_to_end_and_resume(config, image_root, tmp_path):
                     "--resume", str(save_dir))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "finished at epoch 1/1" in again.stdout and (save_dir / "final.pdparams").read_bytes() == before
+    # A new run into the same folder, without --resume, is refused and overwrites nothing.
+    config_before = (save_dir / "config.yaml").read_bytes()
+    fresh = run_cli("train_supernet.py", "--config", config, "--image_dir", image_root,
+                    "--save_dir", str(save_dir))
+    assert fresh.returncode == 2 and "already holds a run" in fresh.stderr and "--resume" in fresh.stderr
+    assert (save_dir / "final.pdparams").read_bytes() == before
+    assert (save_dir / "config.yaml").read_bytes() == config_before
 
 
 def test_baseline_trains_with_a_pretrained_teacher(config, image_root, tmp_path):
@@ -120,10 +127,10 @@ def test_train_standalone_merges_its_result_into_a_json(config, image_root, tmp_
     assert list(data) == ["arch1", "arch2"] and data["arch1"] == {"acc": 0.5, "arch": "keep me"}
     assert data["arch2"]["arch"] == CODE and 0.0 <= data["arch2"]["acc"] <= 1.0
     assert f"{CODE} top-1 {data['arch2']['acc']:.4f}" in capsys.readouterr().out
-    # Training the same arch again updates its entry instead of adding one.
-    assert train_standalone.main(argv + ["--seed", "1"]) == 0
+    # Training the same arch again (in a new run folder) updates its entry instead of adding one.
+    assert train_standalone.main(argv + ["--seed", "1", "--save_dir", str(tmp_path / "sa2")]) == 0
     assert list(json.loads(out_json.read_text())) == ["arch1", "arch2"]
-    resolved = yaml.safe_load((tmp_path / "sa" / "config.yaml").read_text())
+    resolved = yaml.safe_load((tmp_path / "sa2" / "config.yaml").read_text())
     assert resolved["Standalone"]["strategy"] == "standalone" and resolved["Standalone"]["seed"] == 1
 
 
