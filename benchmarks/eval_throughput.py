@@ -41,9 +41,10 @@ with warnings.catch_warnings():
     from hnas.checkpoint import save_checkpoint
     from hnas.config import load_config, section
     from hnas.data import make_image_folder
+    from hnas.io import read_arch_json
     from hnas.evaluator import EVAL_DEFAULTS, SubnetRanker, load_supernet, shard_keys
     from hnas.models import ResNetSuperNet
-    from hnas.search_space import SearchSpace, load_arch_json
+    from hnas.search_space import SearchSpace
 
 TRACK1_JSON = os.path.join(ROOT, "checkpoints", "CVPR_2022_NAS_Track1_test.json")
 RATIO_GOAL, SPEEDUP_GOAL = 1.2, 1.8
@@ -81,7 +82,7 @@ def worker(args) -> None:
     """One ranking process: set up, report ready, wait for 'go', rank its shard, report time."""
     space = SearchSpace.from_config(section(load_config(args.config), "SearchSpace"))
     supernet, _ = load_supernet(space, args.checkpoint)
-    codes = [e["arch"] for e in load_arch_json(args.json_path).values()]
+    codes = [e["arch"] for e in read_arch_json(args.json_path).values()]
     mine = shard_keys(codes, args.shard, args.num_shards)
     ranker = SubnetRanker(supernet, args.image_dir, args.calib_batches, args.eval_images, args.batch_size)
     ranker.score(mine[0])  # decode images and warm up before the clock starts
@@ -127,7 +128,7 @@ def prepare(args, space: SearchSpace, workdir: str) -> list[str]:
     make_image_folder(os.path.join(workdir, "images"), space.num_classes, per_class, max(space.image_sizes))
     paddle.seed(0)
     save_checkpoint(os.path.join(workdir, "run"), "final", ResNetSuperNet(space).state_dict())
-    archs = dict(list(load_arch_json(TRACK1_JSON).items())[:args.archs])
+    archs = dict(list(read_arch_json(TRACK1_JSON).items())[:args.archs])
     with open(os.path.join(workdir, "archs.json"), "w") as f:
         json.dump(archs, f)
     return [e["arch"] for e in archs.values()]

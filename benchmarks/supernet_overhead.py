@@ -32,9 +32,10 @@ with warnings.catch_warnings():
     import paddle
     import paddle.nn.functional as F
 
+    from hnas.io import read_arch_json
     from hnas.models import ResNetSuperNet
     from hnas.sampling import UniformSampler, make_rng
-    from hnas.search_space import SearchSpace, load_arch_json
+    from hnas.search_space import SearchSpace
 
 GOAL = 1.15
 # paddle.nn.BatchNorm2D warns on every training-mode call
@@ -70,7 +71,7 @@ def compare(supernet, arch, images, labels, warmup: int, repeats: int) -> tuple[
 def flops_seconds(arch_json: str, config: str) -> tuple[int, float]:
     """Time to parse and compute FLOPs + params of every arch in ``arch_json``."""
     space = SearchSpace.from_yaml(config)
-    codes = [entry["arch"] for entry in load_arch_json(arch_json).values()]
+    codes = [entry["arch"] for entry in read_arch_json(arch_json).values()]
     start = time.perf_counter()
     for code in codes:
         arch = space.parse(code)

@@ -12,7 +12,6 @@ import os
 import tempfile
 from typing import Mapping, Sequence
 
-from .search_space import load_arch_json
 
 
 def read_arch_json(path: str, require_acc: bool = False) -> dict:
@@ -28,7 +27,16 @@ def read_arch_json(path: str, require_acc: bool = False) -> dict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"arch JSON {path!r} does not exist (or is not a file)")
-    data = load_arch_json(path)
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of archs, got {type(data).__name__}")
+    for key, entry in data.items():
+        if not isinstance(entry, dict) or "arch" not in entry:
+            raise ValueError(f"{path}: entry {key!r} must be an object with an 'arch' field")
     if not data:
         raise ValueError(f"{path} holds no archs")
     for key, entry in data.items():

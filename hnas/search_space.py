@@ -310,23 +310,6 @@ class SearchSpace:
         return macs, params
 
 
-def load_arch_json(path: str) -> dict:
-    """Read a Track-1 arch list ``{"archN": {"acc": float, "arch": code}}`` with clear errors."""
-    import json
-
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object of archs, got {type(data).__name__}")
-    for key, entry in data.items():
-        if not isinstance(entry, dict) or "arch" not in entry:
-            raise ValueError(f"{path}: entry {key!r} must be an object with an 'arch' field")
-    return data
-
-
 def validate_codes(space: SearchSpace, codes: Iterable[str], names: Sequence[str] | None = None) -> None:
     """Validate many codes; the error names the arch key (``archN``) of the first bad one."""
     for i, code in enumerate(codes):

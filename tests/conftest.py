@@ -23,7 +23,8 @@ import pytest
 import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
 import paddle
 import paddle.nn as nn
-from hnas.search_space import SearchSpace, load_arch_json
+from hnas.io import read_arch_json
+from hnas.search_space import SearchSpace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CONFIG = os.path.join(ROOT, "configs", "resnet48_small.yaml")
@@ -56,7 +57,7 @@ def imagenet_space() -> SearchSpace:
 
 @pytest.fixture(scope="session")
 def track1_codes() -> list[str]:
-    return [entry["arch"] for entry in load_arch_json(TRACK1_JSON).values()]
+    return [entry["arch"] for entry in read_arch_json(TRACK1_JSON).values()]
 
 
 def randomize_bn_and_prelu(model: nn.Layer, seed: int = 0) -> nn.Layer:

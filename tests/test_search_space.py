@@ -9,9 +9,10 @@ import paddle
 import paddle.nn as nn
 import pytest
 
+from hnas.io import read_arch_json
 from hnas.models import ResNet
 from hnas.sampling import UniformSampler, make_rng
-from hnas.search_space import (Arch, ArchCodeError, SearchSpace, load_arch_json, make_divisible,
+from hnas.search_space import (Arch, ArchCodeError, SearchSpace, make_divisible,
                                validate_codes)
 
 # A valid Track-1 code with stages of depth 3/2/5/4 (none at its maximum), stem = stage 1.
@@ -87,11 +88,11 @@ def test_validate_codes_names_the_bad_arch(imagenet_space):
     validate_codes(imagenet_space, codes[:2])
 
 
-def test_load_arch_json_rejects_entries_without_arch(tmp_path):
+def test_read_arch_json_rejects_entries_without_arch(tmp_path):
     path = tmp_path / "archs.json"
     path.write_text('{"arch1": {"acc": 0.0}}')
     with pytest.raises(ValueError, match="'arch1' must be an object with an 'arch' field"):
-        load_arch_json(str(path))
+        read_arch_json(str(path))
 
 
 # ----------------------------------------------------------------------------- widths

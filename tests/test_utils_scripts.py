@@ -11,7 +11,7 @@ from scipy import stats
 
 from hnas.io import merge_shards, read_arch_json, refuse_overwrite, split_shards, with_scores, write_arch_json
 from hnas.proxies import zen_proxy
-from hnas.search_space import SearchSpace, load_arch_json
+from hnas.search_space import SearchSpace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CONFIG = os.path.join(ROOT, "configs", "resnet48_small.yaml")
@@ -46,7 +46,7 @@ def load_script(name):
 @pytest.fixture
 def archs(tmp_path):
     """Eight real Track-1 archs, a 'ground truth' and a 'prediction' with known scores."""
-    source = load_arch_json(TRACK1_JSON)
+    source = read_arch_json(TRACK1_JSON)
     data = {k: source[k] for k in list(source)[:8]}
     gt_acc = [0.71, 0.65, 0.80, 0.55, 0.62, 0.77, 0.69, 0.58]
     pred_acc = [0.30, 0.20, 0.40, 0.10, 0.35, 0.45, 0.25, 0.15]
