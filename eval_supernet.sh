@@ -12,13 +12,14 @@
 #             OMP_NUM_THREADS = cores / NPROC unless OMP_NUM_THREADS is set
 #   PYTHON    interpreter (default .venv/bin/python if present, else python)
 #   LOG_DIR   launcher logs, one workerlog.N per rank (default log/eval_supernet)
-# Rerunning the same command resumes every shard where it stopped.
+# Rerunning the same command resumes every shard where it stopped.  Paths are relative to the
+# folder you run from (LOG_DIR's default is relative to this repository).
 set -euo pipefail
-cd "$(dirname "$0")"
+ROOT="$(cd "$(dirname "$0")" && pwd)"   # no cd: relative paths in "$@" keep their meaning
 if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
 fi
-LOG_DIR=${LOG_DIR:-log/eval_supernet}
+LOG_DIR=${LOG_DIR:-$ROOT/log/eval_supernet}
 
 if [ -n "${NPROC:-}" ]; then
   nshards=$NPROC
@@ -32,5 +33,5 @@ else
 fi
 
 "$PYTHON" -m paddle.distributed.launch --log_dir "$LOG_DIR" "${launch[@]}" \
-  eval_supernet.py run "$@" --num_shards "$nshards"
-"$PYTHON" eval_supernet.py run "$@" --num_shards "$nshards" --merge_only
+  "$ROOT/eval_supernet.py" run "$@" --num_shards "$nshards"
+"$PYTHON" "$ROOT/eval_supernet.py" run "$@" --num_shards "$nshards" --merge_only

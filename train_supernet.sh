@@ -5,7 +5,9 @@
 #   NPROC=2 sh train_supernet.sh --image_dir data/mini   # 2 CPU processes (gloo), no GPU
 #   sh train_supernet.sh --resume checkpoints/res48      # continue a stopped run exactly
 #
-# Extra arguments are passed to train_supernet.py and win over the ones below.
+# Extra arguments are passed to train_supernet.py and win over the ones below.  Paths given
+# on the command line are relative to the folder you run from; the defaults below (and the
+# launcher's log folder, LOG_DIR) are relative to this repository, wherever you run from.
 #
 # Flags (baseline names and meanings; defaults in the config's Train / Data sections):
 #   --config           YAML with SearchSpace / Train / Data sections
@@ -22,9 +24,9 @@
 #   --resume           a run folder or checkpoint to continue from
 #   -o Section.key=v   any other config value, e.g. -o Train.grad_clip=1.0
 set -e
-cd "$(dirname "$0")"
+ROOT="$(cd "$(dirname "$0")" && pwd)"   # no cd: relative paths in "$@" keep their meaning
 if [ -z "${PYTHON:-}" ]; then
-    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
 fi
 
 if [ -n "$NPROC" ]; then
@@ -34,19 +36,19 @@ else
     LAUNCH="--devices ${DEVICES:-0,1,2,3}"
 fi
 
-$PYTHON -m paddle.distributed.launch $LAUNCH --log_dir "${LOG_DIR:-log/train_supernet}" \
-    train_supernet.py run \
-    --config configs/resnet48_imagenet.yaml \
+"$PYTHON" -m paddle.distributed.launch $LAUNCH --log_dir "${LOG_DIR:-$ROOT/log/train_supernet}" \
+    "$ROOT/train_supernet.py" run \
+    --config "$ROOT/configs/resnet48_imagenet.yaml" \
     --backbone resnet48 \
-    --image_dir data/ILSVRC2012 \
-    --save_dir checkpoints/res48_supernet \
+    --image_dir "$ROOT/data/ILSVRC2012" \
+    --save_dir "$ROOT/checkpoints/res48_supernet" \
     --max_epoch 70 \
     --batch_size 256 \
     --lr 0.001 \
     --warmup 5 \
     --dyna_batch_size 2 \
     --strategy baseline \
-    --pretrained checkpoints/resnet48.pdparams \
+    --pretrained "$ROOT/checkpoints/resnet48.pdparams" \
     --save_freq 1 \
     --log_freq 100 \
     "$@"

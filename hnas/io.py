@@ -23,15 +23,19 @@ def read_arch_json(path: str, require_acc: bool = False) -> dict:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not an arch list; the message names the file and the entry.
+        ValueError: the file is not an arch list, or repeats a key (which JSON would silently
+            resolve to the last one); the message names the file and the entry.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"arch JSON {path!r} does not exist (or is not a file)")
     with open(path) as f:
         try:
-            data = json.load(f)
+            data = json.load(f, object_pairs_hook=_refuse_repeated_keys)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        except _RepeatedKey as exc:
+            raise ValueError(f"{path}: key {exc.args[0]!r} appears more than once (JSON keeps only the "
+                             f"last one); make the keys unique") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object of archs, got {type(data).__name__}")
     for key, entry in data.items():
@@ -47,6 +51,20 @@ def read_arch_json(path: str, require_acc: bool = False) -> dict:
             if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not math.isfinite(acc):
                 raise ValueError(f"{path}: entry {key!r} needs a finite numeric 'acc', got {acc!r}")
     return data
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _refuse_repeated_keys(pairs: list) -> dict:
+    """``object_pairs_hook`` for :func:`json.load`: a dict, unless a key repeats."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
 
 
 def atomic_write(path: str, data: str | bytes) -> None:

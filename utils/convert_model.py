@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
     import paddle
 
-    from hnas.checkpoint import resolve_checkpoint, strip_wrapper_prefixes  # noqa: E402
+    from hnas.checkpoint import read_state_dict, resolve_checkpoint, strip_wrapper_prefixes  # noqa: E402
     from hnas.config import load_config, section  # noqa: E402
     from hnas.models.pretrained import load_resnet48_pretrained  # noqa: E402
     from hnas.models.supernet import ResNetSuperNet  # noqa: E402
@@ -81,10 +81,7 @@ def save_new(state: dict, output: str, inputs: list[str], force: bool) -> None:
 
 def load_state(path: str) -> tuple[dict, str]:
     resolved = resolve_checkpoint(path)
-    state = paddle.load(resolved)
-    if not isinstance(state, dict):
-        raise ValueError(f"{resolved} does not hold a state dict")
-    return state, resolved
+    return read_state_dict(resolved), resolved  # names the file if it is not a checkpoint
 
 
 def main(argv=None) -> None:
