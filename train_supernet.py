@@ -23,25 +23,33 @@ import sys
 import hnas  # noqa: F401  (before paddle: see hnas/__init__.py)
 import paddle
 
-from hnas.checkpoint import check_run_dir
+from hnas.checkpoint import LockedError, check_run_dir, lock_run_dir
 from hnas.config import save_config, section
+from hnas.data import UnreadableImageError, check_batch_size, check_class_folders, error_line, exit_on_loader_thread_error
 from hnas.models import ResNetSuperNet
 from hnas.models.pretrained import build_teacher, load_resnet48_pretrained
 from hnas.search_space import ArchCodeError, SearchSpace
-from hnas.strategies import STRATEGIES, build_strategy
+from hnas.registry import SAMPLERS
+from hnas.strategies import STRATEGIES, build_options, build_strategy
 from hnas.train_config import (TRAIN_FLAGS, DataConfig, TrainConfig, add_train_flags, build_datasets,
                                parse_bool, resolve_config)
 from hnas.trainer import Trainer
 
+DEFAULT_STRATEGY = "baseline"
 SUPERNET_FLAGS = {
     **TRAIN_FLAGS,
-    "strategy": ("Train", "strategy", str, f"training strategy: {', '.join(STRATEGIES.names())}"),
+    "strategy": ("Strategy", "name", str, f"training strategy: {', '.join(STRATEGIES.names())}"),
     "dyna_batch_size": ("Train", "dyna_batch_size", int, "subnets whose gradients accumulate per step"),
     "pretrained": ("Train", "pretrained", str, "full ResNet48 .pdparams: supernet init and teacher"),
     "reorder": ("Train", "reorder", parse_bool, "sort mid channels by importance after --pretrained"),
     "backbone": ("Train", "backbone", str, "supernet backbone (resnet48)"),
-    "sampler": ("Train", "sampler", str, "subnet sampler: uniform or distribution"),
+    "sampler": ("Strategy", "sampler", str, f"subnet sampler: {', '.join(SAMPLERS.names())} "
+                                              f"(with arguments: -o 'Strategy.sampler={{name: pair, min_distance: 20}}')"),
 }
+
+
+# The config sections this command reads; -o of any other section is refused.
+KNOWN_SECTIONS = ("SearchSpace", "Train", "Data", "Strategy", "Phases")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,15 +72,19 @@ def setup(args):
     Returns the resolved config, a ready :class:`Trainer`, the (train, val, calibration)
     datasets and the data loader worker count.
     """
-    cfg = resolve_config(args, SUPERNET_FLAGS)
+    cfg = resolve_config(args, SUPERNET_FLAGS, sections=KNOWN_SECTIONS)
     space = SearchSpace.from_config(section(cfg, "SearchSpace"))
     train_cfg = TrainConfig.from_config(section(cfg, "Train"))
     data_cfg = DataConfig.from_config(section(cfg, "Data"))
-    cfg.update(Train=dataclasses.asdict(train_cfg), Data=dataclasses.asdict(data_cfg))  # defaults spelt out
+    strategy_section = {"name": DEFAULT_STRATEGY, **section(cfg, "Strategy")}
+    strategy_cls = STRATEGIES.get(strategy_section["name"])
+    options = build_options(strategy_cls.Options, {k: v for k, v in strategy_section.items() if k != "name"},
+                            f"Strategy ({strategy_section['name']})")
+    cfg.update(Train=dataclasses.asdict(train_cfg), Data=dataclasses.asdict(data_cfg),
+               Strategy={"name": strategy_section["name"], **dataclasses.asdict(options)})  # defaults spelt out
     check_run_dir(train_cfg.save_dir, args.resume)
-    strategy_cls = STRATEGIES.get(train_cfg.strategy)
     if strategy_cls.needs_teacher and not train_cfg.pretrained:
-        raise ValueError(f"strategy {train_cfg.strategy!r} distils from the pretrained full network: "
+        raise ValueError(f"strategy {strategy_section['name']!r} distils from the pretrained full network: "
                          f"pass --pretrained PATH, or use --strategy sandwich / spos")
     if train_cfg.pretrained and not os.path.isfile(train_cfg.pretrained):
         raise FileNotFoundError(f"--pretrained {train_cfg.pretrained!r} does not exist")
@@ -84,7 +96,7 @@ def setup(args):
         load_resnet48_pretrained(supernet, train_cfg.pretrained, reorder=train_cfg.reorder)
         if strategy_cls.needs_teacher:
             teacher = build_teacher(space, train_cfg.pretrained)
-    strategy = build_strategy(train_cfg.strategy, space, train_cfg, teacher=teacher)
+    strategy = build_strategy(cfg["Strategy"], space, train_cfg, teacher=teacher)
     trainer = Trainer(supernet, strategy, train_cfg, config=cfg)
     if args.resume:
         trainer.load(args.resume)
@@ -96,11 +108,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg, trainer, (train_set, val_set, calib_set), num_workers = setup(args)
-    except (ValueError, KeyError, OSError, ArchCodeError) as exc:
+        check_class_folders(cfg["Data"]["image_dir"], SearchSpace.from_config(section(cfg, "SearchSpace")).num_classes)
+        check_batch_size(len(train_set), trainer.cfg.batch_size, trainer.world_size, getattr(train_set, "root", "the training set"))
+        run_lock = lock_run_dir(trainer.save_dir, args.resume) if trainer.is_main and trainer.save_dir else None  # noqa: F841
+    except (ValueError, KeyError, OSError, ArchCodeError, LockedError) as exc:
         parser.exit(2, f"{parser.prog} run: error: {exc.args[0] if exc.args else exc}\n")
     if trainer.is_main:
         save_config(cfg, os.path.join(trainer.save_dir, "config.yaml"))
-    trainer.fit(train_set, val_set, calib_set, num_workers=num_workers)
+    with exit_on_loader_thread_error(f"{parser.prog} run"):  # a dataset error must not hang the loader
+        try:
+            trainer.fit(train_set, val_set, calib_set, num_workers=num_workers)
+        except UnreadableImageError as exc:
+            parser.exit(2, f"{parser.prog} run: error: {error_line(exc)}\n")
     return 0
 
 

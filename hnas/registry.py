@@ -35,3 +35,4 @@ class Registry:
 
 STRATEGIES = Registry("strategy")
 PROXIES = Registry("proxy")
+SAMPLERS = Registry("sampler")

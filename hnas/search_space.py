@@ -10,13 +10,14 @@ means ratio ``width_ratios[k - 1]`` of the stage's base width.  Blocks past a st
 are written ``00``.  Residual shortcuts tie widths, so every conv2 in a stage shares one code
 and the stem shares stage 1's.
 
-Everything here is plain Python (no Paddle), so FLOPs/params of 45,000 archs take a second.
+Everything here is plain Python and numpy (no Paddle), so FLOPs/params of 45,000 archs take a second.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+import numpy as np
 import yaml
 
 from .config import check_keys
@@ -327,3 +328,23 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(f"invalid search space: {message}")
+
+
+def hamming_distance(a: str, b: str, start: int = 0) -> int:
+    """Positions at which two codes of equal length differ, from ``start`` on.
+
+    ``start=5`` skips the image and depth digits (the 3rd-place pair rule compares ``code[5:]``).
+    """
+    if len(a) != len(b):
+        raise ArchCodeError(f"cannot compare codes of different lengths: {a!r} ({len(a)}) and {b!r} ({len(b)})")
+    return sum(x != y for x, y in zip(a[start:], b[start:]))
+
+
+def code_digits(codes: Sequence[str]) -> np.ndarray:
+    """``[n, length]`` uint8 digits of ``n`` codes of one length (for vectorised distances)."""
+    return np.frombuffer("".join(codes).encode(), dtype=np.uint8).reshape(len(codes), -1) - ord("0")
+
+
+def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Hamming distances of two ``[n, length]`` digit arrays (see :func:`code_digits`)."""
+    return (a != b).sum(axis=1)

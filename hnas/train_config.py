@@ -11,12 +11,19 @@ import copy
 import dataclasses
 import os
 import re
+import typing
 from dataclasses import dataclass
 
 import paddle
 
 from .config import apply_override, check_keys, load_config
 from .data import build_dataset, build_transform
+
+
+# Keys that strategies now read from their own section (``Strategy: {name: ..., ...}``).
+MOVED_TO_STRATEGY = {"strategy": "Strategy.name", "sampler": "Strategy.sampler",
+                     "sampler_archs": "Strategy.sampler: {name: distribution, archs_path: FILE}",
+                     "distill_temperature": "Strategy.distill_temperature"}
 
 
 @dataclass
@@ -30,7 +37,6 @@ class TrainConfig:
     gradients accumulate per optimizer step.
     """
 
-    strategy: str = "baseline"
     backbone: str = "resnet48"
     max_epoch: int = 70
     batch_size: int = 256
@@ -44,9 +50,6 @@ class TrainConfig:
     grad_clip: float | None = None
     amp: bool = True
     label_smoothing: float = 0.0
-    distill_temperature: float = 1.0
-    sampler: str = "uniform"
-    sampler_archs: str | None = None
     seed: int = 0
     save_dir: str = "checkpoints/supernet"
     save_freq: int = 1
@@ -58,6 +61,10 @@ class TrainConfig:
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainConfig":
+        moved = sorted(set(section) & set(MOVED_TO_STRATEGY))
+        if moved:
+            raise ValueError("strategy settings have their own section now: "
+                             + "; ".join(f"Train.{k} is {MOVED_TO_STRATEGY[k]}" for k in moved))
         check_keys(section, (f.name for f in dataclasses.fields(cls)), "Train")
         cfg = cls(**section)
         cfg.validate()
@@ -149,13 +156,14 @@ def build_optimizer(parameters, cfg: TrainConfig, steps_per_epoch: int, world_si
 
 
 
-def portable_optimizer_state(optimizer, model) -> dict:
+def portable_optimizer_state(optimizer, named_parameters: dict) -> dict:
     """The optimizer's state keyed by structured parameter names (``blocks.3.conv1.weight@velocity``).
 
     Paddle keys accumulators by generated tensor names (``super_conv2d_7.w_0_velocity_0``),
     which depend on how many layers a process created before; structured names do not.
+    ``named_parameters`` maps structured names to the optimizer's parameters.
     """
-    by_tensor_name = sorted(((p.name, n) for n, p in model.named_parameters()), key=lambda x: -len(x[0]))
+    by_tensor_name = sorted(((p.name, n) for n, p in named_parameters.items()), key=lambda x: -len(x[0]))
     portable = {}
     for key, value in optimizer.state_dict().items():
         if key in ("LR_Scheduler", "master_weights"):
@@ -171,9 +179,9 @@ def portable_optimizer_state(optimizer, model) -> dict:
     return portable
 
 
-def load_portable_optimizer_state(optimizer, model, portable: dict) -> None:
+def load_portable_optimizer_state(optimizer, named_parameters: dict, portable: dict) -> None:
     """Inverse of :func:`portable_optimizer_state` for this process's tensor names."""
-    params = dict(model.named_parameters())
+    params = named_parameters
     state = {}
     for key, value in portable.items():
         if key in ("LR_Scheduler", "master_weights"):
@@ -227,9 +235,17 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", type=kind, default=None, help=help_text, **kwargs)
 
 
-def resolve_config(args, flags: dict, train_section: str = "Train") -> dict:
-    """The config file, then the flags given on the command line, then ``-o`` overrides."""
-    cfg = load_config(args.config)
+def resolve_config(args, flags: dict, train_section: str = "Train", sections=None) -> dict:
+    """The config file, then the flags given on the command line, then ``-o`` overrides.
+
+    ``sections`` are the config sections the calling CLI reads (its ``KNOWN_SECTIONS``): an
+    override of any other section, or a section in the file that no hnas CLI reads, is refused
+    (a misspelt ``-o Trian.lr=0.1`` would otherwise be ignored).  Values of the ``Train`` (or
+    ``train_section``) and ``Data`` sections must have the types of :class:`TrainConfig` and
+    :class:`DataConfig` (``lr: abc`` is refused naming the key; ``lr: 1e-3``, which YAML reads as
+    a string, is taken as the number it spells).
+    """
+    cfg = load_config(args.config, sections=sections)
     for name, (section, key, _, _) in flags.items():
         value = getattr(args, name, None)
         if value is not None:
@@ -238,5 +254,44 @@ def resolve_config(args, flags: dict, train_section: str = "Train") -> dict:
                 raise ValueError(f"config section {section!r} must be a mapping")
             cfg[section][key] = value
     for item in args.override:
-        apply_override(cfg, item)
+        apply_override(cfg, item, sections)
+    for name, kind in ((train_section, TrainConfig), ("Data", DataConfig)):
+        if isinstance(cfg.get(name), dict):
+            cfg[name] = checked_types(cfg[name], kind, name)
     return cfg
+
+
+def checked_types(values: dict, kind, name: str) -> dict:
+    """``values`` (one config section) with each known key checked against the type of the
+    dataclass field ``kind`` gives it; numbers spelt as strings become numbers for float fields.
+
+    Raises:
+        ValueError: ``Section.key must be <type>, got <value>``.
+    """
+    hints = typing.get_type_hints(kind)
+    out = dict(values)
+    for key, value in values.items():
+        if key not in hints:
+            continue  # unknown keys are reported by the dataclass's own check
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        if value is None and type(None) in allowed:
+            continue
+        if bool in allowed and isinstance(value, bool):
+            continue
+        if int in allowed and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if float in allowed:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                continue
+            if isinstance(value, str):
+                try:
+                    out[key] = float(value)
+                    continue
+                except ValueError:
+                    pass
+        if str in allowed and isinstance(value, str):
+            continue
+        names = " or ".join({bool: "true/false", int: "an integer", float: "a number", str: "a string",
+                             type(None): "null"}.get(t, getattr(t, "__name__", str(t))) for t in allowed)
+        raise ValueError(f"{name}.{key} must be {names}, got {value!r}")
+    return out

@@ -18,14 +18,19 @@ import paddle.distributed as dist
 
 from .callbacks import CallbackList, Checkpointer, ProgressLogger, VisualDLLogger
 from .checkpoint import load_into, load_model_state, resolve_checkpoint, save_checkpoint, train_state_path
-from .evaluator import recalibrate_bn
+from .evaluator import EVAL_DEFAULTS, SubnetRanker, load_fixed_images
 from .sampling import make_rng
-from .strategies.base import StepContext
+from .strategies.base import StepContext, TrainingModule
 from .train_config import TrainConfig, build_optimizer, load_portable_optimizer_state, portable_optimizer_state
 
-__all__ = ["EpochBatchSampler", "EpochSeededDataset", "TrainConfig", "Trainer", "build_optimizer"]
+__all__ = ["EpochBatchSampler", "EpochSeededDataset", "TrainConfig", "Trainer", "TrainingDiverged", "build_optimizer"]
 
 CALIBRATION_KEY = 0xCA1B  # make_rng key of the calibration image order, apart from any epoch
+GRAD_BUCKET = 1 << 23  # gradient elements per all-reduce (32 MiB of float32)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or a weight became NaN or inf; the run stopped without writing a checkpoint."""
 
 
 class EpochBatchSampler(paddle.io.BatchSampler):
@@ -120,13 +125,15 @@ class Trainer:
         self.config = config
         self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
         self.is_main = self.rank == 0
+        self.module = TrainingModule(model, strategy)
         if self.world_size > 1:
             if not dist.is_initialized():
                 dist.init_parallel_env()
-            # Subnets leave parameters unused in every pass; the reducer must know.
-            self.network = paddle.DataParallel(model, find_unused_parameters=True)
+            # Broadcasts rank 0's weights; gradients are reduced once per step by
+            # _sync_gradients, since a step runs several subnets (forward passes) per backward.
+            self.network = paddle.DataParallel(self.module)
         else:
-            self.network = model
+            self.network = self.module
         self.amp = bool(cfg.amp) and paddle.is_compiled_with_cuda() and "gpu" in paddle.get_device()
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if self.amp else None
         self.optimizer = self.lr_scheduler = None
@@ -134,7 +141,8 @@ class Trainer:
         self.stop_training = False
         self.extra_callbacks = list(callbacks or [])
         self._pending_state = None
-        self._trainable = [p for p in model.parameters() if not p.stop_gradient]
+        self._named_trainable = {name: p for name, p in self._named_parameters() if not p.stop_gradient}
+        self._trainable = list(self._named_trainable.values())
 
     @property
     def images_per_step(self) -> int:
@@ -174,12 +182,14 @@ class Trainer:
             self.prepare(steps_per_epoch=self.steps_per_epoch)
         cbks = CallbackList(self._default_callbacks() + self.extra_callbacks + list(callbacks or []), self)
         self.stop_training = False
+        self.strategy.on_train_begin(self)
         cbks.on_train_begin()
         last_eval = {}
         while self.epoch < self.epochs and not self.stop_training:
             epoch = self.epoch
             sampler.set_epoch(epoch)
             seeded.set_epoch(epoch)
+            self.strategy.on_epoch_begin(epoch)
             cbks.on_epoch_begin(epoch)
             self._train_epoch(loader, epoch, cbks)
             self.epoch = epoch + 1
@@ -194,42 +204,48 @@ class Trainer:
 
     def evaluate(self, eval_data, archs: dict | None = None, calib_data=None, batch_size: int | None = None,
                  num_workers: int = 0) -> dict[str, float]:
-        """Top-1 on ``eval_data`` of each arch (default: ``strategy.eval_archs()``).
+        """Top-1 of each arch (default: ``strategy.eval_archs()``) by the evaluator's protocol.
 
-        With ``calib_data`` (training images, evaluation transform) and ``cfg.bn_calib_batches``
-        > 0, every arch is evaluated after re-estimating its BN statistics on the same fixed
-        batches, since the running statistics of a supernet mix all subnets trained; the
+        The images are those :class:`hnas.evaluator.SubnetRanker` (``eval_supernet.py``) scores
+        with: ``len(eval_data)`` validation images and, with ``calib_data`` and
+        ``cfg.bn_calib_batches`` > 0, ``bn_calib_batches`` x ``batch_size`` calibration images,
+        all drawn by :func:`hnas.evaluator.load_fixed_images` from the folder the datasets
+        come from (``eval_data.root`` = ``image_dir/val``) with the evaluator's default seed,
+        decoded once per run.  Every arch's BN statistics are re-estimated on the calibration
+        batches, since the running statistics of a supernet mix all subnets trained, so the
+        top-1 logged for an arch is ``SubnetRanker(...).score(arch)`` on the same weights.  The
         training statistics are put back afterwards, so evaluating never changes training.
-        Ranks evaluate disjoint shards of ``eval_data`` and sum their counts.
+        Ranks evaluate disjoint shards of the images and sum their counts.
         """
         archs = self.strategy.eval_archs() if archs is None else archs
         batch_size = batch_size or self.cfg.batch_size
-        sampler = EpochBatchSampler(len(eval_data), batch_size, shuffle=False, drop_last=False,
-                                    num_replicas=self.world_size, rank=self.rank)
-        loader = paddle.io.DataLoader(eval_data, batch_sampler=sampler, num_workers=num_workers,
-                                      return_list=True)
-        calibration = self._calibration_batches(calib_data, batch_size)
+        calib_batches = self.cfg.bn_calib_batches if calib_data is not None else 0
+        image_dir = SubnetRanker.image_dir_of(eval_data, "val")
+        if calib_batches and SubnetRanker.image_dir_of(calib_data, "train") != image_dir:
+            raise ValueError(f"calib_data ({calib_data.root}) and eval_data ({eval_data.root}) must be the "
+                             f"train and val splits of one image folder")
+        settings = (image_dir, calib_batches, len(eval_data), batch_size)
+        if getattr(self, "_eval_ranker", (None,))[0] != settings:  # decode once per run
+            self._eval_ranker = (settings, SubnetRanker(self.model, image_dir, calib_batches, len(eval_data),
+                                                        batch_size, seed=EVAL_DEFAULTS["seed"]))
+        ranker = self._eval_ranker[1]
         previous = self.model.active_arch() if hasattr(self.model, "active_arch") else None
-        saved_statistics = [t.clone() for t in self._statistics()] if calibration else []
+        saved_statistics = [t.clone() for t in self._statistics()] if calib_batches else []
         self.model.eval()
         results = {}
+        for name, arch in archs.items():
+            if arch is not None:
+                self.model.set_active(arch)
+            current = self.model.active_arch() if hasattr(self.model, "active_arch") else self.model.arch
+            size = self.model.space.image_sizes[current.image_code - 1]
+            hits, count = ranker.measure(self.model, size, self.rank, self.world_size)
+            counts = np.array([hits, count], dtype=np.int64)
+            if self.world_size > 1:
+                total = paddle.to_tensor(counts)
+                dist.all_reduce(total)
+                counts = total.numpy()
+            results[f"top1_{name}"] = float(counts[0] / max(counts[1], 1))
         with paddle.no_grad():
-            for name, arch in archs.items():
-                if arch is not None:
-                    self.model.set_active(arch)
-                if calibration:
-                    recalibrate_bn(self.model, calibration)
-                counts = np.zeros(2, dtype=np.int64)
-                for images, labels in loader:
-                    with paddle.amp.auto_cast(enable=self.amp):
-                        logits = self.model(images)
-                    hits = (logits.argmax(axis=-1) == labels.reshape([-1]).astype("int64")).astype("int64")
-                    counts += (int(hits.sum()), int(labels.shape[0]))
-                if self.world_size > 1:
-                    total = paddle.to_tensor(counts)
-                    dist.all_reduce(total)
-                    counts = total.numpy()
-                results[f"top1_{name}"] = float(counts[0] / max(counts[1], 1))
             for tensor, saved in zip(self._statistics(), saved_statistics):
                 tensor.set_value(saved)
         if previous is not None:
@@ -241,15 +257,17 @@ class Trainer:
         """Write checkpoint ``name`` (main rank only); returns its ``.pdparams`` path."""
         if not self.is_main or not self.save_dir:
             return None
+        self._check_finite_weights(name)
         np_state = np.random.get_state()
         train_state = {
-            "optimizer": portable_optimizer_state(self.optimizer, self.model),
+            "optimizer": portable_optimizer_state(self.optimizer, self._named_trainable),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": self.epoch,
             "global_step": self.global_step,
             "numpy_rng": [np_state[0], [int(v) for v in np_state[1]], *np_state[2:]],
             "python_rng": random.getstate(),
             "strategy": self.strategy.name(),
+            "strategy_state": {k: v.numpy() for k, v in self.strategy.state_dict().items()},
             "config": self.config,
         }
         return save_checkpoint(self.save_dir, name, self.model.state_dict(), train_state)
@@ -283,27 +301,88 @@ class Trainer:
                           Checkpointer(self.cfg.save_freq)]
         return callbacks
 
+    def _named_parameters(self):
+        """Model parameters under their own names (``blocks.3.conv1.weight``), the strategy's
+        under ``strategy.``; the names key the optimizer state in checkpoints."""
+        yield from self.model.named_parameters()
+        for name, p in self.strategy.named_parameters():
+            yield f"strategy.{name}", p
+
     def _train_epoch(self, loader, epoch: int, cbks) -> None:
-        self.model.train()
+        self.module.train()
         for step, (images, labels) in enumerate(loader):
-            ctx = StepContext(self.model, self.network, self.cfg.seed, epoch, step, self.amp, self.scaler)
-            logs = self.strategy.train_step((images, labels), ctx)
+            ctx = StepContext(self.model, self.cfg.seed, epoch, step, self.network, self.amp, self.scaler,
+                              self.rank, self.world_size)
+            if self.world_size > 1:
+                with self.network.no_sync():
+                    logs = self.strategy.train_step((images, labels), ctx)
+            else:
+                logs = self.strategy.train_step((images, labels), ctx)
+            self._check_finite_losses(logs, epoch, step)
+            self._sync_gradients()
             self._apply_gradients()
+            self.strategy.after_optimizer_step(ctx)
             self.global_step += 1
             cbks.on_train_batch_end(step, logs)
 
-    def _apply_gradients(self) -> None:
-        """One optimizer step on the accumulated gradients, then zero them.
+    def _check_finite_losses(self, logs: dict, epoch: int, step: int) -> None:
+        bad = {k: v for k, v in logs.items() if not np.isfinite(v)}
+        if bad:
+            raise TrainingDiverged(f"non-finite loss ({', '.join(f'{k} {v}' for k, v in bad.items())}) at "
+                                   f"epoch {epoch + 1} step {step + 1}: training stopped before the "
+                                   f"optimizer step; {self._last_good_checkpoint()}. Lower --lr, or set "
+                                   f"Train.grad_clip")
 
-        Parameters that no subnet has used yet get a zero gradient first (only in the first
-        step of a run): from then on every parameter has a gradient tensor each step (Paddle
-        zeroes rather than drops them, as in the baseline), so momentum and weight decay act
-        on all of them and the optimizer state always covers the whole model, which resuming
-        needs.
+    def _check_finite_weights(self, name: str) -> None:
+        for key, tensor in self.module.state_dict().items():
+            if tensor.dtype in (paddle.float16, paddle.float32, paddle.float64) and \
+                    not bool(paddle.isfinite(tensor).all()):
+                raise TrainingDiverged(f"{key} holds NaN or inf after epoch {self.epoch}: checkpoint {name!r} "
+                                       f"was not written; {self._last_good_checkpoint()}. Lower --lr, or "
+                                       f"set Train.grad_clip")
+
+    def _last_good_checkpoint(self) -> str:
+        if not self.save_dir:
+            return "nothing was saved"
+        pointer = os.path.join(self.save_dir, "latest")
+        if not os.path.isfile(pointer):
+            return "no checkpoint had been written yet"
+        with open(pointer) as f:
+            return f"the last good checkpoint is {os.path.join(self.save_dir, f.read().strip())}"
+
+    def _sync_gradients(self) -> None:
+        """Give every trainable parameter a gradient and, with several processes, average the
+        gradients over ranks in one bucketed all-reduce per step.
+
+        Parameters no subnet has used yet get a zero gradient (only in the first step of a
+        run): from then on every parameter has a gradient tensor each step (Paddle zeroes
+        rather than drops them, as in the baseline), so momentum and weight decay act on all of
+        them and the optimizer state always covers the whole model, which resuming needs.
+        Every rank trains the same subnets, so the same tensors are reduced everywhere.
         """
         unused = [p for p in self._trainable if p.grad is None]
         if unused:
             sum((p * 0.0).sum() for p in unused).backward()
+        if self.world_size == 1:
+            return
+        grads = [p.grad for p in self._trainable]
+        start = 0
+        while start < len(grads):
+            end, size = start, 0
+            while end < len(grads) and (end == start or size + grads[end].size <= GRAD_BUCKET):
+                size += grads[end].size
+                end += 1
+            flat = paddle.concat([g.reshape([-1]) for g in grads[start:end]])
+            dist.all_reduce(flat)
+            flat = flat / self.world_size
+            offset = 0
+            for g in grads[start:end]:
+                g.set_value(flat[offset:offset + g.size].reshape(g.shape))
+                offset += g.size
+            start = end
+
+    def _apply_gradients(self) -> None:
+        """One optimizer step on the accumulated (and synchronised) gradients, then zero them."""
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -334,22 +413,24 @@ class Trainer:
                 t.set_value(flat[offset:offset + n].reshape(t.shape).astype(t.dtype))
                 offset += n
 
-    def _calibration_batches(self, calib_data, batch_size: int) -> list:
-        """``cfg.bn_calib_batches`` image batches of ``calib_data`` in a seeded order (no batch
-        holds one class only); the same on every rank and at every evaluation."""
+    def _calibration_batches(self, calib_data, batch_size: int, image_size: int | None = None) -> list:
+        """The evaluator's ``cfg.bn_calib_batches`` fixed calibration batches of the folder
+        ``calib_data`` comes from (see :meth:`evaluate`), as normalised tensors; the same on
+        every rank and at every evaluation."""
         if calib_data is None or self.cfg.bn_calib_batches == 0:
             return []
-        order = make_rng(self.cfg.seed, CALIBRATION_KEY).permutation(len(calib_data))
-        order = order[:self.cfg.bn_calib_batches * batch_size]
-        images = np.stack([calib_data[int(i)][0] for i in order])
-        return [paddle.to_tensor(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        size = image_size or max(self.model.space.image_sizes)
+        images = load_fixed_images(SubnetRanker.image_dir_of(calib_data, "train"), size, self.cfg.bn_calib_batches,
+                                   batch_size, 1, seed=EVAL_DEFAULTS["seed"])
+        return list(images.calibration_batches())
 
     def _restore_train_state(self, state: dict) -> None:
         with warnings.catch_warnings():
             # LinearWarmup keeps its inner schedule's state under an extra key, which Paddle's
             # base class reports as unused although LinearWarmup itself restores it.
             warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
-            load_portable_optimizer_state(self.optimizer, self.model, state["optimizer"])
+            load_portable_optimizer_state(self.optimizer, self._named_trainable, state["optimizer"])
+        self.strategy.set_state_dict({k: paddle.to_tensor(v) for k, v in state.get("strategy_state", {}).items()})
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         name, keys, *rest = state["numpy_rng"]

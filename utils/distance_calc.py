@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hnas.config import load_config, section  # noqa: E402
 from hnas.io import atomic_write, read_arch_json, refuse_overwrite  # noqa: E402
-from hnas.search_space import SearchSpace, validate_codes  # noqa: E402
+from hnas.search_space import SearchSpace, code_digits, hamming_distances, validate_codes  # noqa: E402
 
 
 def code_matrix(data: dict, space: SearchSpace | None, name: str) -> np.ndarray:
@@ -33,7 +33,7 @@ def code_matrix(data: dict, space: SearchSpace | None, name: str) -> np.ndarray:
         if not (code.isascii() and code.isdigit()) or len(code) != len(codes[0]):
             raise ValueError(f"{name}: arch {key!r} code {code!r} is not {len(codes[0])} digits like "
                              f"{keys[0]!r}'s; pass --config to normalise codes")
-    return np.frombuffer("".join(codes).encode(), dtype=np.uint8).reshape(len(codes), -1) - ord("0")
+    return code_digits(codes)
 
 
 def pair_distances(a: np.ndarray, b: np.ndarray | None, max_pairs: int, rng) -> tuple[np.ndarray, bool]:
@@ -57,7 +57,7 @@ def pair_distances(a: np.ndarray, b: np.ndarray | None, max_pairs: int, rng) -> 
             j = rng.integers(0, len(b), max_pairs)
         exact = False
     other = a if b is None else b
-    return (a[i] != other[j]).sum(axis=1), exact
+    return hamming_distances(a[i], other[j]), exact
 
 
 def nearest_distances(a: np.ndarray, b: np.ndarray | None, chunk: int = 512) -> np.ndarray:

@@ -23,5 +23,9 @@ class HeadBlock(nn.Layer):
         self.avgpool = nn.AdaptiveAvgPool2D(1)
         self.fc = fc
 
+    def pool(self, x):
+        """``[N, C, H, W] -> [N, C]``: the features the classifier sees."""
+        return self.avgpool(x).flatten(1)
+
     def forward(self, x):
-        return self.fc(self.avgpool(x).flatten(1))
+        return self.fc(self.pool(x))

@@ -81,9 +81,17 @@ class ResNet(nn.Layer):
         return self.space.encode(self.arch)
 
     def forward(self, x):
-        for block in self.blocks:
+        return self.classify(self.forward_features(x))
+
+    def forward_features(self, x):
+        """``[N, C, H, W] -> [N, C']``: everything up to the pooled classifier input."""
+        for block in self.blocks[:-1]:
             x = block(x)
-        return x
+        return self.blocks[-1].pool(x)
+
+    def classify(self, features):
+        """Pooled features ``[N, C']`` -> logits ``[N, num_classes]``."""
+        return self.blocks[-1].fc(features)
 
 
 def Model(arch: Arch | str, space: SearchSpace | None = None) -> ResNet:

@@ -114,9 +114,17 @@ class ResNetSuperNet(nn.Layer):
         return self._block_indices(self._arch)
 
     def forward(self, x):
-        for i in self.active_blocks():
+        return self.classify(self.forward_features(x))
+
+    def forward_features(self, x):
+        """``[N, C, H, W] -> [N, C']``: the active subnet up to the pooled classifier input."""
+        for i in self.active_blocks()[:-1]:
             x = self.blocks[i](x)
-        return x
+        return self.blocks[-1].pool(x)
+
+    def classify(self, features):
+        """Pooled features ``[N, C']`` -> logits ``[N, num_classes]``."""
+        return self.blocks[-1].fc(features)
 
     # ------------------------------------------------------------------ export
     def export(self, arch: Arch | str | None = None) -> ResNet:

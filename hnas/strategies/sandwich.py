@@ -1,6 +1,8 @@
 """The sandwich rule with in-place distillation (BigNAS / AttentiveNAS)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .. import losses
 from ..registry import STRATEGIES
 from .base import StepContext, Strategy, loss_values
@@ -16,18 +18,28 @@ class Sandwich(Strategy):
     in-place teacher needs no pretrained network.
     """
 
+    @dataclass
+    class Options(Strategy.Options):
+        """``distill_temperature``: softmax temperature of the in-place distillation."""
+
+        distill_temperature: float = 1.0
+
     def train_step(self, batch, ctx: StepContext) -> dict[str, float]:
         images, labels = batch
-        teacher_logits = ctx.forward(images, self.space.largest())
+        teacher_logits = ctx.forward(images, self.space.largest()).logits
         ce = losses.cross_entropy(teacher_logits, labels, self.cfg.label_smoothing)
         ctx.backward(ce)
-        teacher_logits = teacher_logits.detach()
-        students = [self.space.smallest()]
-        students += [self.sample(ctx, k) for k in range(max(self.cfg.dyna_batch_size, 2) - 2)]
         total_kd = 0.0
-        for arch in students:
-            kd = losses.inplace_distillation(ctx.forward(images, arch), teacher_logits,
-                                             self.cfg.distill_temperature)
+        for arch in self.students(ctx):
+            kd = self.distill(ctx.forward(images, arch).logits, teacher_logits)
             ctx.backward(kd)
             total_kd = total_kd + kd.detach()
         return loss_values(loss=ce + total_kd, ce=ce, kd=total_kd)
+
+    def students(self, ctx: StepContext) -> list:
+        """The smallest subnet and ``n - 2`` random ones."""
+        return [self.space.smallest()] + self.sampler.draw(ctx.rng(0), max(self.cfg.dyna_batch_size, 2) - 2)
+
+    def distill(self, student_logits, teacher_logits):
+        """In-place distillation loss of one student (teacher side detached)."""
+        return losses.inplace_distillation(student_logits, teacher_logits, self.options.distill_temperature)

@@ -13,7 +13,7 @@ class SPOS(Strategy):
 
     def train_step(self, batch, ctx: StepContext) -> dict[str, float]:
         images, labels = batch
-        logits = ctx.forward(images, self.sample(ctx, 0))
+        logits = ctx.forward(images, self.sample(ctx, 0)).logits
         ce = losses.cross_entropy(logits, labels, self.cfg.label_smoothing)
         ctx.backward(ce)
         return loss_values(loss=ce)

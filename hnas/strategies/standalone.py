@@ -17,7 +17,7 @@ class Standalone(Strategy):
 
     def train_step(self, batch, ctx: StepContext) -> dict[str, float]:
         images, labels = batch
-        ce = losses.cross_entropy(ctx.forward(images), labels, self.cfg.label_smoothing)
+        ce = losses.cross_entropy(ctx.forward(images).logits, labels, self.cfg.label_smoothing)
         ctx.backward(ce)
         return loss_values(loss=ce)
 
