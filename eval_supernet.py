@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--calib_batches", type=int, help="BN recalibration batches K (0: stored statistics)")
     run.add_argument("--eval_images", type=int, help="validation images M per arch")
     run.add_argument("--batch_size", type=int, help="images per forward pass")
+    run.add_argument("--finetune_steps", type=int, help="fine-tune a copy of each subnet for N steps "
+                     "before scoring (lr, batch: -o Eval.finetune_lr=, Eval.finetune_batch_size=)")
+    run.add_argument("--score", choices=("acc", "loss"), help="top-1 (default) or minus the validation loss")
     run.add_argument("--num_shards", type=int, help="N (default: launcher world size, else 1)")
     run.add_argument("--shard", type=int, help="I in 0..N-1 (default: launcher rank, else 0)")
     run.add_argument("--merge_only", action="store_true", help="only merge the N shard files")
@@ -77,7 +80,7 @@ def eval_settings(args: argparse.Namespace, cfg: dict) -> dict:
     eval_cfg = section(cfg, "Eval")
     check_keys(eval_cfg, EVAL_DEFAULTS, "Eval")
     settings = {**EVAL_DEFAULTS, **eval_cfg}
-    for key in ("calib_batches", "eval_images", "batch_size"):
+    for key in ("calib_batches", "eval_images", "batch_size", "finetune_steps", "score"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     return settings

@@ -36,7 +36,10 @@ except ImportError:  # Windows: shard files are not locked
     fcntl = None
 
 BN_TYPES = (nn.BatchNorm, nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.SyncBatchNorm)
-EVAL_DEFAULTS = {"calib_batches": 10, "eval_images": 1000, "batch_size": 100, "seed": 0}
+EVAL_DEFAULTS = {"calib_batches": 10, "eval_images": 1000, "batch_size": 100, "seed": 0,
+                 "score": "acc", "finetune_steps": 0, "finetune_lr": 0.02, "finetune_batch_size": 128}
+SCORES = ("acc", "loss")  # top-1, or minus the mean cross-entropy (higher = better for both)
+FINETUNE_KEY = 0xF1E7  # seed offset of the fine-tuning images, apart from the calibration ones
 FLOAT_CACHE_BYTES = 1 << 30  # fixed images up to 1 GiB as float32; beyond, uint8 (normalised per batch)
 
 
@@ -187,6 +190,10 @@ def _decode_all(dataset: ImageFolder, order: np.ndarray) -> tuple[np.ndarray, np
 class SubnetRanker:
     """Scores archs with one supernet: recalibrate BN, then top-1 on fixed images.
 
+    This is the one evaluation protocol of hnas: ``eval_supernet.py`` ranks with it and the
+    trainer's validation (:meth:`hnas.trainer.Trainer.evaluate`) measures with it, so the top-1
+    a training log shows for an arch is the score ranking gives the same checkpoint.
+
     Args:
         supernet: a loaded :class:`ResNetSuperNet`; put in eval mode, its active arch and BN
             statistics change with every score.
@@ -195,20 +202,47 @@ class SubnetRanker:
         eval_images: M validation images.
         batch_size: images per forward pass, for calibration and evaluation alike.
         seed: which images.
+        score: ``"acc"`` (top-1, a fraction) or ``"loss"`` (minus the mean cross-entropy on the
+            same images; higher is better for both, so rankings read the same way).
+        finetune_steps: N > 0 fine-tunes a stand-alone copy of each inherited subnet (the
+            supernet is untouched) for N steps before BN recalibration and scoring: momentum
+            0.9 Nesterov SGD, weight decay 5e-4, lr ``finetune_lr`` decayed by cosine to 0 over
+            the N steps, ``finetune_batch_size`` fixed training images per step without
+            augmentation (the same N batches, decoded once, for every arch), so a score is a
+            deterministic function of the arch.  Costs N forward + backward passes per arch.
+        finetune_lr, finetune_batch_size: see ``finetune_steps``.
     """
 
     def __init__(self, supernet: ResNetSuperNet, image_dir: str, calib_batches: int, eval_images: int,
-                 batch_size: int, seed: int = 0):
+                 batch_size: int, seed: int = 0, score: str = "acc", finetune_steps: int = 0,
+                 finetune_lr: float = 0.02, finetune_batch_size: int = 128):
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
+        if finetune_steps < 0 or finetune_batch_size < 1 or not finetune_lr > 0:
+            raise ValueError(f"need finetune_steps >= 0, finetune_batch_size >= 1, finetune_lr > 0; got "
+                             f"{finetune_steps}, {finetune_batch_size}, {finetune_lr}")
         self.supernet = supernet
         self.supernet.eval()
         self.image_dir = image_dir
         self.calib_batches, self.eval_images, self.batch_size, self.seed = \
             calib_batches, eval_images, batch_size, seed
+        self.metric, self.finetune_steps = score, finetune_steps
+        self.finetune_lr, self.finetune_batch_size = finetune_lr, finetune_batch_size
         self._images: dict[int, FixedImages] = {}
+        self._finetune_images: dict[int, FixedImages] = {}
 
     @property
     def space(self) -> SearchSpace:
         return self.supernet.space
+
+    @staticmethod
+    def image_dir_of(dataset, split: str) -> str:
+        """The ``image_dir`` whose ``split`` folder ``dataset`` (an :class:`ImageFolder`) reads."""
+        root = getattr(dataset, "root", None)
+        if root is None or os.path.basename(os.path.normpath(root)) != split:
+            raise ValueError(f"the evaluation protocol reads image_dir/{split}; got a dataset with root {root!r} "
+                             f"(build it with hnas.data.build_dataset(image_dir, {split!r}, ...))")
+        return os.path.dirname(os.path.normpath(root))
 
     def images(self, image_size: int) -> FixedImages:
         """The fixed images at ``image_size``, decoded on first use."""
@@ -224,16 +258,86 @@ class SubnetRanker:
     def settings(self, checkpoint: str) -> dict:
         """What a score depends on; shard files record it so a restart cannot mix protocols."""
         space = {f.name: getattr(self.space, f.name) for f in dataclasses.fields(self.space) if f.init}
-        return {"checkpoint": os.path.realpath(checkpoint), "image_dir": os.path.realpath(self.image_dir),
-                "calib_batches": self.calib_batches, "eval_images": self.eval_images,
-                "batch_size": self.batch_size, "seed": self.seed, "search_space": space}
+        settings = {"checkpoint": os.path.realpath(checkpoint), "image_dir": os.path.realpath(self.image_dir),
+                    "calib_batches": self.calib_batches, "eval_images": self.eval_images,
+                    "batch_size": self.batch_size, "seed": self.seed, "search_space": space}
+        if self.metric != "acc":
+            settings["score"] = self.metric
+        if self.finetune_steps:
+            settings.update(finetune_steps=self.finetune_steps, finetune_lr=self.finetune_lr,
+                            finetune_batch_size=self.finetune_batch_size)
+        return settings
 
     def score(self, arch: Arch | str) -> float:
-        """Top-1 accuracy (a fraction) of ``arch`` at the image size its code selects."""
+        """The score of ``arch`` (top-1 as a fraction, or minus the mean cross-entropy) at the
+        image size its code selects."""
         arch = self.supernet.set_active(arch)
-        images = self.images(self.space.image_sizes[arch.image_code - 1])
-        recalibrate_bn(self.supernet, images.calibration_batches())
-        return top1_accuracy(self.supernet, images.eval_batches())
+        size = self.space.image_sizes[arch.image_code - 1]
+        model = self.supernet
+        if self.finetune_steps:
+            model = self.supernet.export(arch)
+            self.finetune(model, size)
+            model.eval()
+        total, count = self.measure(model, size)
+        return total / count
+
+    def measure(self, model: nn.Layer, image_size: int, shard: int = 0, num_shards: int = 1) -> tuple[float, int]:
+        """Recalibrate ``model``'s BN on the calibration batches, then ``(sum, n)`` of the
+        metric over evaluation batches ``shard::num_shards`` (hits for ``acc``, minus the
+        cross-entropy summed over images for ``loss``); ``sum / n`` is the score, and
+        shards of one model add up to it.  ``model`` should be in eval mode."""
+        images = self.images(image_size)
+        recalibrate_bn(model, images.calibration_batches())
+        total, count = 0.0, 0
+        with paddle.no_grad():
+            for i, (batch, labels) in enumerate(images.eval_batches()):
+                if i % num_shards != shard:
+                    continue
+                logits = model(batch)
+                if self.metric == "acc":
+                    total += int((logits.argmax(axis=1) == labels).astype("int64").sum().item())
+                else:
+                    loss = paddle.nn.functional.cross_entropy(logits, labels.reshape([-1, 1]), reduction="sum")
+                    total -= float(loss.item())
+                count += int(labels.shape[0])
+        if count == 0 and num_shards == 1:
+            raise ValueError("no evaluation images")
+        return total, count
+
+    def finetune(self, model: nn.Layer, image_size: int) -> None:
+        """``finetune_steps`` SGD steps of ``model`` on the fixed fine-tuning batches (see the
+        class docstring)."""
+        if image_size not in self._finetune_images:
+            self._finetune_images[image_size] = load_fixed_images(
+                self.image_dir, image_size, self.finetune_steps, self.finetune_batch_size, 1,
+                self.seed + FINETUNE_KEY)
+        batches = list(self._finetune_images[image_size].calibration_batches())
+        labels = self._finetune_labels(image_size)
+        schedule = paddle.optimizer.lr.CosineAnnealingDecay(self.finetune_lr, T_max=self.finetune_steps)
+        optimizer = paddle.optimizer.Momentum(learning_rate=schedule, momentum=0.9, use_nesterov=True,
+                                              parameters=model.parameters(), weight_decay=5e-4)
+        model.train()
+        for step in range(self.finetune_steps):
+            k = step % len(batches)
+            loss = paddle.nn.functional.cross_entropy(model(batches[k]), labels[k].reshape([-1, 1]))
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            schedule.step()
+
+    def _finetune_labels(self, image_size: int) -> list:
+        """Labels of the fine-tuning batches, in their order (decoded once)."""
+        cache = self._finetune_images[image_size]
+        if not hasattr(cache, "train_labels"):
+            decode = build_transform(image_size, train=False, output="uint8")
+            n = self.finetune_steps * self.finetune_batch_size
+            train = ImageFolder(os.path.join(self.image_dir, "train"), decode, limit=n,
+                                seed=self.seed + FINETUNE_KEY)
+            order = np.random.default_rng(self.seed + FINETUNE_KEY).permutation(len(train))
+            labels = np.array([train.samples[int(i)][1] for i in order], dtype=np.int64)
+            cache.train_labels = [paddle.to_tensor(labels[i:i + self.finetune_batch_size])
+                                  for i in range(0, len(labels), self.finetune_batch_size)]
+        return cache.train_labels
 
 
 def load_supernet(space: SearchSpace, checkpoint: str) -> tuple[ResNetSuperNet, str]:
