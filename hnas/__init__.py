@@ -1,14 +1,24 @@
 """hnas: one-shot NAS on the CVPR 2022 Track-1 ResNet48 search space, in PaddlePaddle."""
+import ctypes as _ctypes
+import sys as _sys
 import warnings
 
 # `import paddle` warns on every start that ccache is missing (it matters only when compiling
 # custom C++ ops, which hnas never does); keep the CLIs' output readable.
 warnings.filterwarnings("ignore", message="No ccache found")
 
-# Paddle 2.6's wheels bring their own zlib: when Paddle loads before Pillow, Pillow's PNG decoder
-# binds to it and fails ("codec configuration error") or segfaults.  Loading Pillow first, as
-# importing hnas before paddle does, avoids that; Paddle 3 is unaffected.
-from PIL import Image as _Image  # noqa: E402,F401
+# Paddle 2.x's libpaddle.so carries its own zlib 1.2.8: if it is what first loads the system
+# libz.so.1, that library's internal calls bind to Paddle's copy and every later zlib user
+# crashes (Python's zlib and gzip, scipy, Pillow's PNG codec).  Loading libz.so.1 first prevents
+# it.  The venvs made by setup.sh do this at interpreter start-up (a .pth file), so any import
+# order works there; these lines cover other environments whenever hnas is imported before paddle.
+import zlib as _zlib  # noqa: E402,F401
+
+if _sys.platform == "linux":
+    try:
+        _ctypes.CDLL("libz.so.1")
+    except OSError:
+        pass
 
 from .search_space import Arch, ArchCodeError, SearchSpace, SubnetWidths, make_divisible  # noqa: E402
 
