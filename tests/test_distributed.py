@@ -50,10 +50,6 @@ def train_on_one_rank(image_root: str, out_dir: str, strategy: str) -> None:
              **{k: v.numpy() for k, v in net.state_dict().items()})
 
 
-@pytest.mark.skipif(int(paddle.__version__.split(".")[0]) == 2,
-                    reason="Paddle 2.x: spawned children import paddle before Pillow, whose PNG decoder "
-                           "then binds to Paddle's zlib and crashes (see hnas/__init__.py); "
-                           "paddle.distributed.launch is unaffected and tested below")
 @pytest.mark.filterwarnings("ignore:Your model will be trained under CPUONLY mode")
 @pytest.mark.parametrize("strategy", ["baseline", "sandwich"])  # random subnets + teacher; largest first
 def test_two_cpu_processes_end_with_identical_models(strategy, tmp_path):
