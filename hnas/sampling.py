@@ -14,6 +14,7 @@ sampler's own arguments, e.g. ``{name: biased, candidates: 400, keep: 4}``.
 from __future__ import annotations
 
 import inspect
+import os
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -226,13 +227,17 @@ class BiasedSampler(Sampler):
 
     Args:
         candidates: N archs drawn per group (1st place: 400).
-        keep: k largest kept (1st place: 4); ``draw(rng, n)`` keeps ``n`` when given.
-        size: ``flops`` (analytic MACs) or ``channels`` (sum of all conv widths, the 1st
-            place's proxy).
-        archs_path: the arch list whose code distribution the candidates follow.
+        keep: k largest kept (1st place: 4, their ``dyna_batch_size``); ``draw(rng, n)``
+            keeps ``n`` when given.
+        size: ``flops`` (analytic MACs of the arch, the default) or ``channels`` (the 1st
+            place's channel sum, :func:`channel_sum`).
+        archs_path: the arch list whose code distribution the candidates follow (read once
+            per process and search space).
 
-    Equal sizes never collide (the 1st place keyed candidates by size in a dict, so equal
-    sizes overwrote each other): candidates are sorted by size, ties in draw order.
+    Equal sizes never collide: the 1st place keyed candidates by size in a dict, so an arch of
+    the same size as a kept one replaced it (with the channel sum, a multiple of 8, that is
+    frequent, and a step then trained fewer than k subnets).  Here candidates are ordered by
+    size, ties in draw order, and k distinct archs are kept (a candidate drawn twice counts once).
     """
 
     def __init__(self, space: SearchSpace, candidates: int = 400, keep: int = 4, size: str = "flops",
@@ -244,20 +249,59 @@ class BiasedSampler(Sampler):
             raise ValueError(f"sampler 'biased': need 1 <= keep <= candidates, got keep {keep}, "
                              f"candidates {candidates}")
         self.candidates, self.keep, self.size = candidates, keep, size
-        self.target = target if target is not None else DistributionSampler(space, archs_path=archs_path)
+        self.target = target if target is not None else _target_distribution(space, archs_path)
+        self.image_code = self.target.image_code
 
     def draw(self, rng: np.random.Generator, n: int | None = None) -> list[Arch]:
         keep = self.keep if n is None else n
         pool = self.target.draw(rng, max(self.candidates, keep))
         sizes = np.array([SIZE_PROXIES[self.size](self.space, a) for a in pool], dtype=np.float64)
-        order = np.argsort(-sizes, kind="stable")
-        return [pool[i] for i in order[:keep]]
+        kept: dict[Arch, None] = {}
+        for i in np.argsort(-sizes, kind="stable"):
+            kept.setdefault(pool[i])
+            if len(kept) == keep:
+                break
+        return list(kept)
 
 
-def channel_sum(space: SearchSpace, arch: Arch) -> int:
-    """Sum of the output widths of every conv of ``arch`` (the 1st place's size proxy)."""
-    w = space.widths(arch)
-    return w.stem + sum(sum(mids) + len(mids) * w.stage[s] for s, mids in enumerate(w.conv1))
+_TARGETS: dict = {}
+
+
+def _target_distribution(space: SearchSpace, path: str) -> DistributionSampler:
+    """The :class:`DistributionSampler` of ``path`` (45,000 codes take seconds to parse),
+    cached per search space and file version."""
+    key = (space, os.path.abspath(path), os.path.getmtime(path) if os.path.exists(path) else None)
+    if key not in _TARGETS:
+        _TARGETS[key] = DistributionSampler(space, archs_path=path)
+    return _TARGETS[key]
+
+
+# The 1st place's channel-sum weights: per stage, the channel count that ratio 1.0 stands for
+# (their ``arch2size``: 64, 64 x 1.1, 64 x 1.7, 64 x 1.9, not the stage widths 64..512).
+CHANNEL_SUM_BASES = (64.0, 64 * 1.1, 64 * 1.7, 64 * 1.9)
+
+
+def channel_sum(space: SearchSpace, arch: Arch) -> float:
+    """The 1st place's size proxy (``arch2size`` in their ``hapi_wrapper.py``): over the stem
+    and both convs of every active block, ``ratio x base`` rounded up to a multiple of 8, with
+    the stem's base 64 and per-stage bases :data:`CHANNEL_SUM_BASES`.
+
+    It reads only the codes: the stage weights 64/70.4/108.8/121.6 flatten the real widths
+    (64/128/256/512), so a deep narrow stage counts for more than its FLOPs.  A conv2 takes its
+    stage's tied code.  Spaces with another number of stages repeat the last base.
+    """
+    ratios = space.width_ratios
+
+    def up8(ratio: float, base: float) -> float:
+        value = ratio * base
+        return value if value % 8 == 0 else value + 8 - value % 8
+
+    total = up8(ratios[arch.stem_code - 1], CHANNEL_SUM_BASES[0])
+    for s, codes in enumerate(arch.conv1_codes):
+        base = CHANNEL_SUM_BASES[min(s, len(CHANNEL_SUM_BASES) - 1)]
+        conv2 = up8(ratios[arch.stage_codes[s] - 1], base)
+        total += sum(up8(ratios[c - 1], base) + conv2 for c in codes)
+    return float(total)
 
 
 SIZE_PROXIES = {"flops": lambda space, arch: space.flops(arch), "channels": channel_sum}
