@@ -16,17 +16,24 @@ Settings: command line, then ``-o`` overrides, then the config's ``Eval`` sectio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import warnings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # paddle / paddleslim warn about ccache and distutils on import
+    from hnas.checkpoint import LATEST, LockedError, resolve_checkpoint, train_state_path
     from hnas.config import check_keys, load_config, section
+    from hnas.data import SKIP_HINT, ImageFolder, UnreadableImageError, check_class_folders, error_line
     from hnas.evaluator import (EVAL_DEFAULTS, SubnetRanker, load_supernet, merge_shards,
                                 rank_shard)
     from hnas.io import read_arch_json, refuse_overwrite
     from hnas.search_space import ArchCodeError, SearchSpace, validate_codes
+    from hnas.train_config import DataConfig
+
+# The config sections this command reads; -o of any other section is refused.
+KNOWN_SECTIONS = ("SearchSpace", "Data", "Eval")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,6 +86,13 @@ def eval_settings(args: argparse.Namespace, cfg: dict) -> dict:
     """calib_batches, eval_images, batch_size, seed: flags over the Eval section over defaults."""
     eval_cfg = section(cfg, "Eval")
     check_keys(eval_cfg, EVAL_DEFAULTS, "Eval")
+    for key, value in eval_cfg.items():  # the type of each default is the type of the setting
+        kind = type(EVAL_DEFAULTS[key])
+        ok = isinstance(value, kind) and not isinstance(value, bool) or \
+            kind is float and isinstance(value, int) and not isinstance(value, bool)
+        if not ok:
+            raise ValueError(f"Eval.{key} must be {'an integer' if kind is int else 'a number' if kind is float else 'a string'}, "
+                             f"got {value!r}")
     settings = {**EVAL_DEFAULTS, **eval_cfg}
     for key in ("calib_batches", "eval_images", "batch_size", "finetune_steps", "score"):
         if getattr(args, key) is not None:
@@ -88,7 +102,9 @@ def eval_settings(args: argparse.Namespace, cfg: dict) -> dict:
 
 def run(args: argparse.Namespace) -> None:
     num_shards, shard = resolve_shard(args.num_shards, args.shard, args.merge_only)
-    refuse_overwrite(args.save_path, [args.json_path])
+    if os.path.isdir(args.save_path):
+        raise ValueError(f"--save_path {args.save_path!r} is a folder; give the submission file to write")
+    refuse_overwrite(args.save_path, [args.json_path, args.config, *checkpoint_files(args.resume)])
     if args.merge_only:
         merge_shards(args.json_path, args.save_path, num_shards)
         print(f"merged {num_shards} shard(s) into {args.save_path}", file=sys.stderr)
@@ -96,12 +112,15 @@ def run(args: argparse.Namespace) -> None:
     missing = [f"--{name}" for name in ("config", "resume") if getattr(args, name) is None]
     if missing:
         raise ValueError(f"ranking needs {', '.join(missing)}")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, sections=KNOWN_SECTIONS)
+    check_keys(section(cfg, "Data"), (f.name for f in dataclasses.fields(DataConfig)), "Data")
     image_dir = args.image_dir or section(cfg, "Data").get("image_dir")
     if image_dir is None:
         raise ValueError("ranking needs --image_dir (or Data.image_dir in the config)")
     space = SearchSpace.from_config(section(cfg, "SearchSpace"))
     settings = eval_settings(args, cfg)
+    check_class_folders(image_dir, space.num_classes)
+    check_calibration_images(image_dir, settings["calib_batches"], settings["batch_size"])
     archs = read_arch_json(args.json_path)
     validate_codes(space, [entry["arch"] for entry in archs.values()], list(archs))
     supernet, checkpoint = load_supernet(space, args.resume)
@@ -117,12 +136,45 @@ def run(args: argparse.Namespace) -> None:
               file=sys.stderr)
 
 
+def checkpoint_files(resume: str | None) -> list[str]:
+    """The files ``--resume`` reads (the weights, their training state, a run folder's
+    ``latest``), none of which ``--save_path`` may name."""
+    if resume is None:
+        return []
+    files = [os.path.join(resume, LATEST)] if os.path.isdir(resume) else [resume, resume + ".pdparams"]
+    try:
+        weights = resolve_checkpoint(resume)
+        files += [weights, train_state_path(weights)]
+    except (FileNotFoundError, ValueError):
+        pass  # reported when the checkpoint is loaded
+    return files
+
+
+def check_calibration_images(image_dir: str, calib_batches: int, batch_size: int) -> None:
+    """Refuse more BN-recalibration images than ``image_dir/train`` holds (they would be cut
+    silently while the shard file records the number asked for)."""
+    if not isinstance(calib_batches, int) or not isinstance(batch_size, int) or calib_batches < 0 or batch_size < 1:
+        raise ValueError(f"need --calib_batches >= 0 and --batch_size >= 1; got {calib_batches}, {batch_size}")
+    if calib_batches == 0:
+        return
+    available = len(ImageFolder(os.path.join(image_dir, "train")))
+    if calib_batches * batch_size > available:
+        raise ValueError(f"--calib_batches {calib_batches} x --batch_size {batch_size} needs "
+                         f"{calib_batches * batch_size} training images but {os.path.join(image_dir, 'train')} "
+                         f"has {available}; use --calib_batches {available // batch_size} or fewer")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         run(args)
-    except (ArchCodeError, ValueError, FileNotFoundError) as exc:
-        sys.exit(f"eval_supernet.py: error: {exc}")
+    except UnreadableImageError as exc:
+        message = error_line(exc).replace(SKIP_HINT, "replace or remove it (ranking uses a fixed set of images)")
+        sys.stderr.write(f"eval_supernet.py: error: {message}\n")
+        sys.exit(2)
+    except (ArchCodeError, ValueError, OSError, LockedError) as exc:
+        sys.stderr.write(f"eval_supernet.py: error: {exc}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import paddle
 import paddle.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import load_into, load_model_state, resolve_checkpoint
+from .checkpoint import (LockedError, check_finite, file_identity, load_into, load_model_state,
+                         resolve_checkpoint)
 from .data import ImageFolder, ToCHWArray, build_transform
 from .io import read_arch_json, with_scores, write_arch_json
 from .models.supernet import ResNetSuperNet
@@ -347,9 +348,11 @@ def load_supernet(space: SearchSpace, checkpoint: str) -> tuple[ResNetSuperNet, 
     Returns the model and the resolved ``.pdparams`` path.
     """
     path = resolve_checkpoint(checkpoint)
+    state = load_model_state(path)  # a truncated or foreign file fails here, naming it
+    check_finite(state, path)  # a diverged run's weights would score every arch the same
     model = ResNetSuperNet(space)
     try:
-        load_into(model, load_model_state(path), source=path)
+        load_into(model, state, source=path)
     except ValueError as exc:
         raise ValueError(f"{exc}. Is the config's SearchSpace the one this checkpoint was trained "
                          f"with?") from None
@@ -411,9 +414,16 @@ class ShardLog:
                 try:
                     fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise RuntimeError(f"{path} is in use by another process ranking the same shard") from None
+                    raise LockedError(f"{path} is in use by another process ranking the same shard; "
+                                      f"wait for it to end (or stop it), or use another --save_path") from None
             self._file.seek(0)
             stored, self.results, valid = _parse_shard(self._file.read(), path)
+            if stored is not None and stored.get("checkpoint_id") != settings.get("checkpoint_id") \
+                    and stored.get("checkpoint") == settings.get("checkpoint"):
+                raise ValueError(f"{path} holds scores of another checkpoint that was at "
+                                 f"{settings.get('checkpoint')} (it has been replaced since: "
+                                 f"{stored.get('checkpoint_id')} then, {settings.get('checkpoint_id')} "
+                                 f"now); rank into another --save_path or delete {path}")
             if stored is not None and stored != settings:
                 changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
                 raise ValueError(f"{path} was written with other settings ({', '.join(changed)}: "
@@ -449,7 +459,9 @@ def rank_shard(ranker: SubnetRanker, archs: Mapping[str, dict], save_path: str, 
     """
     keys = shard_keys(list(archs), shard, num_shards)
     os.makedirs(os.path.dirname(os.path.abspath(save_path)), exist_ok=True)
-    log = ShardLog(shard_path(save_path, shard, num_shards), ranker.settings(checkpoint))
+    # The checkpoint's size and hash too: one replaced at the same path must not mix its scores in.
+    settings = {**ranker.settings(checkpoint), "checkpoint_id": file_identity(checkpoint)}
+    log = ShardLog(shard_path(save_path, shard, num_shards), settings)
     try:
         for key, (code, _) in log.results.items():
             if key not in archs or archs[key]["arch"] != code:

@@ -35,7 +35,8 @@ def config(tmp_path_factory):
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
     path.write_text(yaml.safe_dump({
         "SearchSpace": TINY_SPACE,
-        "Train": {"strategy": "sandwich", "max_epoch": 1, "batch_size": 4, "lr": 0.4, "warmup": 0, "log_freq": 1},
+        "Strategy": {"name": "sandwich"},
+        "Train": {"max_epoch": 1, "batch_size": 4, "lr": 0.4, "warmup": 0, "log_freq": 1},
         "Data": {"num_workers": 0},
         "Standalone": {"max_epoch": 1, "batch_size": 4, "lr": 0.4, "warmup": 0},
     }))
@@ -127,11 +128,12 @@ def test_train_standalone_merges_its_result_into_a_json(config, image_root, tmp_
     assert list(data) == ["arch1", "arch2"] and data["arch1"] == {"acc": 0.5, "arch": "keep me"}
     assert data["arch2"]["arch"] == CODE and 0.0 <= data["arch2"]["acc"] <= 1.0
     assert f"{CODE} top-1 {data['arch2']['acc']:.4f}" in capsys.readouterr().out
-    # Training the same arch again (in a new run folder) updates its entry instead of adding one.
-    assert train_standalone.main(argv + ["--seed", "1", "--save_dir", str(tmp_path / "sa2")]) == 0
+    # Training the same arch again (in a new run folder) with --replace updates its entry instead
+    # of adding one (without --replace it is refused: see tests/test_bad_inputs.py).
+    assert train_standalone.main(argv + ["--seed", "1", "--save_dir", str(tmp_path / "sa2"), "--replace"]) == 0
     assert list(json.loads(out_json.read_text())) == ["arch1", "arch2"]
     resolved = yaml.safe_load((tmp_path / "sa2" / "config.yaml").read_text())
-    assert resolved["Standalone"]["strategy"] == "standalone" and resolved["Standalone"]["seed"] == 1
+    assert resolved["Standalone"]["seed"] == 1
 
 
 def test_train_standalone_rejects_bad_codes_and_folders(config, image_root, tmp_path, capsys):
