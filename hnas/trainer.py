@@ -172,6 +172,7 @@ class Trainer:
 
         Returns the metrics of the last evaluation ({} if there was none).
         """
+        train_data = self.strategy.train_dataset(train_data)
         seeded = EpochSeededDataset(train_data, self.cfg.seed)
         sampler = EpochBatchSampler(len(train_data), self.cfg.batch_size, self.cfg.seed,
                                     num_replicas=self.world_size, rank=self.rank)
@@ -310,14 +311,14 @@ class Trainer:
 
     def _train_epoch(self, loader, epoch: int, cbks) -> None:
         self.module.train()
-        for step, (images, labels) in enumerate(loader):
+        for step, batch in enumerate(loader):
             ctx = StepContext(self.model, self.cfg.seed, epoch, step, self.network, self.amp, self.scaler,
                               self.rank, self.world_size)
             if self.world_size > 1:
                 with self.network.no_sync():
-                    logs = self.strategy.train_step((images, labels), ctx)
+                    logs = self.strategy.train_step(tuple(batch), ctx)
             else:
-                logs = self.strategy.train_step((images, labels), ctx)
+                logs = self.strategy.train_step(tuple(batch), ctx)
             self._check_finite_losses(logs, epoch, step)
             self._sync_gradients()
             self._apply_gradients()

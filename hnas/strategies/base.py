@@ -127,7 +127,7 @@ class Strategy(nn.Layer):
         sampler: draws archs (default: the one ``options.sampler`` names).
 
     Hooks the trainer calls: :meth:`on_train_begin`, :meth:`on_epoch_begin`,
-    :meth:`after_optimizer_step`.
+    :meth:`after_optimizer_step`; and :meth:`train_dataset` to change what a batch holds.
     """
 
     needs_teacher = False
@@ -169,6 +169,14 @@ class Strategy(nn.Layer):
         """Run the forward and backward passes of one batch; return named loss values
         (``loss`` is the total the trainer checks for NaN/inf)."""
         raise NotImplementedError
+
+    def train_dataset(self, dataset):
+        """The dataset the trainer draws training batches from (default: ``dataset`` as it is).
+
+        A strategy that needs other samples (e.g. two augmented views per image for
+        contrastive learning) returns a wrapper; ``train_step`` then gets its batches.
+        """
+        return dataset
 
     def on_train_begin(self, trainer) -> None:
         """Before the first step of a run (also of a resumed one, after its state is loaded)."""
