@@ -166,5 +166,7 @@ def test_teacher_mode_distils_from_the_pretrained_network(small_space, teacher_p
                               "sampler": {"name": "biased", "candidates": 40, "archs_path": TRACK1_JSON}},
                              small_space, TrainConfig(pretrained=teacher_path))
     assert inplace.inplace
+    with pytest.raises(ValueError, match="needs the 'biased' sampler, got 'uniform'"):
+        build_strategy({"name": "biased", "sampler": "uniform"}, small_space, TrainConfig())
     with pytest.raises(ValueError, match="teacher must be 'auto' or 'inplace'"):
         build_strategy({"name": "biased", "teacher": "external"}, small_space, TrainConfig())

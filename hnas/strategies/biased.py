@@ -8,7 +8,7 @@ import paddle
 
 from .. import losses
 from ..registry import STRATEGIES
-from ..sampling import build_sampler
+from ..sampling import BiasedSampler, build_sampler
 from .base import StepContext, Strategy, loss_values
 
 
@@ -51,6 +51,11 @@ class Biased(Strategy):
     def __init__(self, space, cfg, options=None, teacher=None, sampler=None):
         super().__init__(space, cfg, options, teacher=teacher, sampler=sampler)
         opts = self.options
+        if not isinstance(self.sampler, BiasedSampler):
+            raise ValueError(f"strategy 'biased' trains the largest of many candidates and needs the 'biased' "
+                             f"sampler, got {_sampler_name(opts.sampler)!r}: set Strategy.sampler to biased "
+                             f"(-o Strategy.sampler=biased, or {{name: biased, candidates: 400, keep: 4, size: "
+                             f"flops}}), or remove 'sampler' from the config's Strategy section to use the default")
         if opts.teacher not in ("auto", "inplace"):
             raise ValueError(f"Strategy (biased).teacher must be 'auto' or 'inplace', got {opts.teacher!r}")
         if opts.random_every < 0:
@@ -72,8 +77,7 @@ class Biased(Strategy):
 
     def archs(self, ctx: StepContext) -> list:
         """The subnets of this step: the biased group, then the random one on its steps."""
-        keep = getattr(self.sampler, "keep", None) or self.cfg.dyna_batch_size
-        archs = list(self.sampler.draw(ctx.rng(0), keep))
+        archs = list(self.sampler.draw(ctx.rng(0), None))
         if self.has_random_subnet(ctx.step):
             archs.append(self.random_sampler.sample(ctx.rng(1)))
         return archs
@@ -100,3 +104,8 @@ class Biased(Strategy):
             ctx.backward(ce + kd)
             total_ce, total_kd = total_ce + ce.detach(), total_kd + kd.detach()
         return loss_values(loss=total_ce + total_kd, ce=total_ce, kd=total_kd)
+
+
+def _sampler_name(spec) -> str:
+    """The sampler name a ``Strategy.sampler`` value gives."""
+    return spec if isinstance(spec, str) else dict(spec or {}).get("name", "uniform")

@@ -12,6 +12,7 @@ from ..sampling import FairSampler
 from .base import StepContext, Strategy, loss_values
 
 
+
 @STRATEGIES.register("fairnas")
 class FairNAS(Strategy):
     """Per step, one group of ``m`` subnets from the ``fair`` sampler: one depth per stage for
@@ -29,8 +30,9 @@ class FairNAS(Strategy):
     are the blocks past the group's shared depths.  ``freeze_unused`` (default on) leaves those
     blocks' parameters and their momentum untouched by the step: they are marked
     ``stop_gradient`` between the step's backward passes and the optimizer step, which Paddle's
-    optimizers skip, and released in :meth:`after_optimizer_step`.  The set is decided by the
-    depths (the same on every rank), not by gradient values.  Channels that no allowed code of
+    optimizers skip, and released in :meth:`after_optimizer_step` (not on a run's first step,
+    which creates every momentum buffer).  The set is decided by the depths (the same on every
+    rank), not by gradient values.  Channels that no allowed code of
     a width-restricted sampler reaches are never frozen; they decay with ``weight_decay``.
 
     Options:
@@ -50,10 +52,10 @@ class FairNAS(Strategy):
     def __init__(self, space, cfg, options=None, teacher=None, sampler=None):
         super().__init__(space, cfg, options, teacher=teacher, sampler=sampler)
         if not isinstance(self.sampler, FairSampler):
-            name = self.options.sampler if isinstance(self.options.sampler, str) else \
-                dict(self.options.sampler or {}).get("name", type(self.sampler).__name__)
-            raise ValueError(f"strategy 'fairnas' trains fair groups of subnets and needs the 'fair' sampler "
-                             f"(optionally {{name: fair, depths: ..., widths: ...}}), got {name!r}")
+            raise ValueError(f"strategy 'fairnas' trains fair groups of subnets and needs the 'fair' sampler, "
+                             f"got {_sampler_name(self.options.sampler)!r}: set Strategy.sampler to fair "
+                             f"(-o Strategy.sampler=fair, or {{name: fair, depths: ..., widths: ...}}), or "
+                             f"remove 'sampler' from the config's Strategy section to use the default")
         self._frozen: list = []
         self._optimizer_ready = False  # every parameter has its momentum buffer (see _freeze)
 
@@ -107,3 +109,8 @@ class FairNAS(Strategy):
         for p in self._frozen:
             p.stop_gradient = False
         self._frozen = []
+
+
+def _sampler_name(spec) -> str:
+    """The sampler name a ``Strategy.sampler`` value gives."""
+    return spec if isinstance(spec, str) else dict(spec or {}).get("name", "uniform")
