@@ -50,7 +50,7 @@ def save(folder: str, fitted: list, archs: ArchSet, space: SearchSpace | None, e
             if fit.kind == "mlp":
                 entry["file"] = "mlp.pdparams"
                 entry["shape"] = [fit.state.weights[0].shape[0], fit.state.weights[0].shape[1],
-                                  fit.state.weights[-1].shape[2]]
+                                  fit.state.weights[len(fit.state.weights) - 1].shape[2]]
                 paddle.save(fit.state.state_dict(), os.path.join(tmp, entry["file"]))
             else:
                 entry["file"] = f"{fit.kind}.pkl"
