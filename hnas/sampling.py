@@ -269,7 +269,11 @@ _TARGETS: dict = {}
 
 def _target_distribution(space: SearchSpace, path: str) -> DistributionSampler:
     """The :class:`DistributionSampler` of ``path`` (45,000 codes take seconds to parse),
-    cached per search space and file version."""
+    cached per search space and file version.  A relative path missing from the working
+    directory is taken from the repository (where the default list lives)."""
+    in_repo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(in_repo):
+        path = in_repo
     key = (space, os.path.abspath(path), os.path.getmtime(path) if os.path.exists(path) else None)
     if key not in _TARGETS:
         _TARGETS[key] = DistributionSampler(space, archs_path=path)
