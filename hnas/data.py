@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import random
 import re
 import sys
 import threading
@@ -15,7 +16,7 @@ import warnings
 
 import numpy as np
 import paddle
-from PIL import Image
+from PIL import Image, ImageFilter
 from paddle.vision import transforms as T
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -127,6 +128,44 @@ def build_transform(image_size: int, train: bool, output: str = "normalized"):
     else:
         ops = [T.Resize(int(round(image_size / 0.875))), T.CenterCrop(image_size)]
     return T.Compose(ops + [ToCHWArray() if output == "normalized" else to_uint8_chw])
+
+
+def build_contrastive_transform(image_size: int, color_jitter: bool = False, blur: bool = False,
+                                scale: tuple[float, float] = (0.08, 1.0)):
+    """One random view for contrastive learning: PIL image -> normalised ``[3, S, S]`` array.
+
+    Random-resized crop (area ``scale``, at every image size) + horizontal flip, as the 1st
+    place's stage 1; ``color_jitter`` adds MoCo v2's jitter (brightness/contrast/saturation 0.4,
+    hue 0.1, p 0.8) and grayscale (p 0.2), ``blur`` its Gaussian blur (sigma 0.1-2 px, p 0.5).
+    Every draw comes from the global ``random`` module, so two calls under one seed give two
+    different but reproducible views (see ``hnas.trainer.EpochSeededDataset``).
+    """
+    ops = [T.RandomResizedCrop(image_size, scale=scale), T.RandomHorizontalFlip()]
+    if color_jitter:
+        ops += [_RandomApply(T.ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8), _RandomApply(T.Grayscale(3), 0.2)]
+    if blur:
+        ops += [_RandomApply(_GaussianBlur(0.1, 2.0), 0.5)]
+    return T.Compose(ops + [ToCHWArray()])
+
+
+class _RandomApply:
+    """Apply ``op`` with probability ``p`` (drawn from the global ``random``)."""
+
+    def __init__(self, op, p: float):
+        self.op, self.p = op, p
+
+    def __call__(self, img):
+        return self.op(img) if random.random() < self.p else img
+
+
+class _GaussianBlur:
+    """PIL Gaussian blur with sigma uniform in ``[low, high]`` pixels."""
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = low, high
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(self.low, self.high)))
 
 
 class ImageFolder(paddle.io.Dataset):

@@ -131,6 +131,7 @@ class Strategy(nn.Layer):
     """
 
     needs_teacher = False
+    uses_labels = True  # False: a label-free objective (e.g. contrastive); tests check its own loss
 
     @dataclass
     class Options:
