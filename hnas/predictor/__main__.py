@@ -67,8 +67,8 @@ def train(args) -> None:
     archs = load_archs(args.data, args.task, space=space)
     if archs.track == "track1":
         print(TRACK1_NOTE, file=sys.stderr)
-    if args.save and os.path.exists(args.save) and (not os.path.isdir(args.save) or os.listdir(args.save)):
-        raise ValueError(f"--save folder {args.save!r} already exists and is not empty; choose a new one")
+    if args.save:
+        store.check_new_folder(args.save)  # before the fit, not after it
     if args.replicas < 1:
         raise ValueError(f"--replicas must be at least 1, got {args.replicas}")
     kinds = list(cv.MODELS) if "all" in args.model else list(dict.fromkeys(args.model))
@@ -80,6 +80,11 @@ def train(args) -> None:
     splits = cv.make_splits(len(features), args.folds, args.seed)
     print(f"{args.data}: {len(features)} archs ({archs.track}), {len(archs.tasks)} task(s), "
           f"{args.folds}-fold held-out Kendall tau (mean +- std over folds)")
+    if "mlp" in kinds:
+        c = opts.mlp
+        print(f"mlp: {c.epochs} epochs, batch {c.batch_size}, lr {c.lr:g}, weight decay {c.weight_decay:g}, "
+              f"dropout {c.dropout:g}, {c.loss} loss, {args.replicas} replica(s) per fold, "
+              f"{'one multi-task model' if args.multi_task else 'one model per task'}")
     fitted = [cv.fit_kind(kind, features, targets, archs.tasks, splits, opts) for kind in kinds]
     print(format_table(fitted))
     if args.save:

@@ -146,12 +146,17 @@ def fit(features: np.ndarray, targets: np.ndarray, train_rows: list, cfg: MLPCon
 
 
 @paddle.no_grad()
-def predict(model: BatchedMLP, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """``float64 [M, N, T]`` scores of every member on every arch (larger = better)."""
-    members = model.weights[0].shape[0]
+def predict(model: BatchedMLP, features: np.ndarray, max_floats: int = 1 << 23) -> np.ndarray:
+    """``float64 [M, N, T]`` scores of every member on every arch (larger = better).
+
+    Archs go through in chunks of at most ``max_floats`` input values over all members, so
+    ranking 100,000 archs with 40 members stays within a few tens of MB.
+    """
+    members, in_dim = model.weights[0].shape[0], model.weights[0].shape[1]
+    chunk = max(1, max_floats // (members * in_dim))
     out = []
     for start in range(0, len(features), chunk):
-        x = paddle.to_tensor(np.broadcast_to(features[start:start + chunk],
-                                             (members,) + features[start:start + chunk].shape).copy())
+        part = features[start:start + chunk]
+        x = paddle.to_tensor(np.ascontiguousarray(np.broadcast_to(part, (members,) + part.shape)))
         out.append(model(x).numpy().astype(np.float64))
     return np.concatenate(out, axis=1)

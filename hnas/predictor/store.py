@@ -34,11 +34,16 @@ def space_fields(space: SearchSpace) -> dict:
     return {f.name: getattr(space, f.name) for f in dataclasses.fields(space) if f.init}
 
 
-def save(folder: str, fitted: list, archs: ArchSet, space: SearchSpace | None, extra: dict) -> None:
-    """Write every fitted kind and ``meta.json`` to ``folder`` (which must not hold files)."""
+def check_new_folder(folder: str) -> None:
+    """Raise ``ValueError`` unless ``folder`` is absent or an empty folder."""
     if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
         raise ValueError(f"--save folder {folder!r} already exists and is not empty; "
                          "choose a new folder (nothing was overwritten)")
+
+
+def save(folder: str, fitted: list, archs: ArchSet, space: SearchSpace | None, extra: dict) -> None:
+    """Write every fitted kind and ``meta.json`` to ``folder`` (which must not hold files)."""
+    check_new_folder(folder)
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".predictor.", dir=parent)
