@@ -235,9 +235,10 @@ class BiasedSampler(Sampler):
             per process and search space).
 
     Equal sizes never collide: the 1st place keyed candidates by size in a dict, so an arch of
-    the same size as a kept one replaced it (with the channel sum, a multiple of 8, that is
-    frequent, and a step then trained fewer than k subnets).  Here candidates are ordered by
-    size, ties in draw order, and k distinct archs are kept (a candidate drawn twice counts once).
+    the same size as a kept one overwrote it and the freed slot went to the next candidate
+    whatever its size (the 45,000 test archs have only 364 distinct channel sums).  Here
+    candidates are ordered by size, ties in draw order, and k distinct archs are kept (a
+    candidate drawn twice counts once).
     """
 
     def __init__(self, space: SearchSpace, candidates: int = 400, keep: int = 4, size: str = "flops",
