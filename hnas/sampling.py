@@ -38,18 +38,40 @@ class Choices:
     Args:
         space: the search space.
         depths: per stage, the allowed depths (default: the stage's whole range).
-        widths: per stage, the allowed width codes, for conv1 and the tied stage code alike
-            (default: ``space.sampleable_codes``; stage 1's list also governs the stem).
+        widths: per stage, the allowed width codes of every conv1, and of the tied stage code
+            unless ``stage_widths`` says otherwise (default: ``space.sampleable_codes``).
+        stage_widths: per stage, the allowed tied code (conv2s, shortcut; stage 1's also sets
+            the stem), e.g. one code per few-shot child (default: ``widths``).
     """
 
     def __init__(self, space: SearchSpace, depths: Sequence[Sequence[int]] | None = None,
-                 widths: Sequence[Sequence[int]] | None = None):
+                 widths: Sequence[Sequence[int]] | None = None,
+                 stage_widths: Sequence[Sequence[int]] | None = None):
         self.space = space
         full_depths = [tuple(range(lo, hi + 1)) for lo, hi in space.depth_ranges]
-        full_widths = [tuple(space.sampleable_codes(s)) for s in range(space.num_stages)]
+        all_codes = [tuple(range(1, len(space.width_ratios) + 1))] * space.num_stages
         self.depths = self._narrow("depths", depths, full_depths)
-        self.widths = self._narrow("widths", widths, [tuple(range(1, len(space.width_ratios) + 1))] *
-                                   space.num_stages) if widths is not None else full_widths
+        self.widths = self._narrow("widths", widths, all_codes) if widths is not None else \
+            [tuple(space.sampleable_codes(s)) for s in range(space.num_stages)]
+        self.stage_widths = self._narrow("stage_widths", stage_widths, all_codes) \
+            if stage_widths is not None else self.widths
+
+    def codes_at(self, position: tuple[int, int]) -> tuple[int, ...]:
+        """Allowed codes at a width position (see :meth:`positions`)."""
+        stage, block = position
+        return self.widths[stage] if block >= 0 else self.stage_widths[stage]
+
+    def largest(self, image_code: int = 1) -> Arch:
+        """Deepest and widest allowed arch (code 1 is the widest ratio)."""
+        return self._extreme(image_code, max, min)
+
+    def smallest(self, image_code: int = 1) -> Arch:
+        return self._extreme(image_code, min, max)
+
+    def _extreme(self, image_code: int, depth_pick, code_pick) -> Arch:
+        depths = tuple(depth_pick(d) for d in self.depths)
+        conv1 = tuple((code_pick(self.widths[s]),) * d for s, d in enumerate(depths))
+        return Arch(image_code, depths, conv1, tuple(code_pick(c) for c in self.stage_widths))
 
     def _narrow(self, name: str, given, full: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
         if given is None:
@@ -77,9 +99,9 @@ class Choices:
 class Sampler:
     """Base class: ``draw(rng, n)`` of ``sample(rng)`` draws; subclasses override either."""
 
-    def __init__(self, space: SearchSpace, depths=None, widths=None, image_code: int = 1):
+    def __init__(self, space: SearchSpace, depths=None, widths=None, stage_widths=None, image_code: int = 1):
         self.space = space
-        self.choices = Choices(space, depths, widths)
+        self.choices = Choices(space, depths, widths, stage_widths)
         self.image_code = image_code
 
     def sample(self, rng: np.random.Generator) -> Arch:
@@ -103,7 +125,7 @@ class UniformSampler(Sampler):
         ch = self.choices
         depths = [int(rng.choice(ch.depths[s])) for s in range(self.space.num_stages)]
         conv1 = [tuple(int(c) for c in rng.choice(ch.widths[s], size=d)) for s, d in enumerate(depths)]
-        stage = [int(rng.choice(ch.widths[s])) for s in range(self.space.num_stages)]
+        stage = [int(rng.choice(ch.stage_widths[s])) for s in range(self.space.num_stages)]
         return self._build(depths, lambda pos: conv1[pos[0]][pos[1]] if pos[1] >= 0 else stage[pos[0]])
 
 
@@ -162,14 +184,14 @@ class FairSampler(Sampler):
 
     @property
     def group_size(self) -> int:
-        return max(len(codes) for codes in self.choices.widths)
+        return max(len(codes) for codes in self.choices.widths + self.choices.stage_widths)
 
     def draw(self, rng: np.random.Generator, n: int | None = None) -> list[Arch]:
         m = self.group_size
         depths = [int(rng.choice(d)) for d in self.choices.depths]
         columns = {}
         for pos in self.choices.positions(depths):
-            codes = np.resize(rng.permutation(self.choices.widths[pos[0]]), m)
+            codes = np.resize(rng.permutation(self.choices.codes_at(pos)), m)
             rng.shuffle(codes)
             columns[pos] = codes
         return [self._build(depths, lambda pos: columns[pos][i]) for i in range(m)]
@@ -186,15 +208,16 @@ class PairSampler(Sampler):
 
     MAX_TRIES = 1000
 
-    def __init__(self, space: SearchSpace, min_distance: int = 33, start: int = 5, depths=None, widths=None):
-        super().__init__(space, depths, widths)
+    def __init__(self, space: SearchSpace, min_distance: int = 33, start: int = 5, depths=None, widths=None,
+                 stage_widths=None):
+        super().__init__(space, depths, widths, stage_widths)
         if not 0 <= start < space.code_length:
             raise ValueError(f"sampler 'pair': start must be in 0..{space.code_length - 1}, got {start}")
         if not 0 <= min_distance <= space.code_length - start:
             raise ValueError(f"sampler 'pair': min_distance must be in 0..{space.code_length - start}, "
                              f"got {min_distance}")
         self.min_distance, self.start = min_distance, start
-        self._uniform = UniformSampler(space, depths, widths)
+        self._uniform = UniformSampler(space, depths, widths, stage_widths)
 
     def draw(self, rng: np.random.Generator, n: int = 2) -> list[Arch]:
         if n % 2:

@@ -58,6 +58,7 @@ class RecordingSampler:
 
     def __init__(self, sampler, space):
         self.sampler, self.space, self.codes = sampler, space, []
+        self.choices = sampler.choices
 
     def sample(self, rng):
         return self.draw(rng, 1)[0]

@@ -162,9 +162,16 @@ class Strategy(nn.Layer):
         """The ``k``-th random arch of this step."""
         return self.sampler.sample(ctx.rng(k))
 
+    def largest(self) -> Arch:
+        """The largest subnet this strategy may train (its sampler's constraints apply)."""
+        return self.sampler.choices.largest()
+
+    def smallest(self) -> Arch:
+        return self.sampler.choices.smallest()
+
     def eval_archs(self) -> dict[str, Arch | None]:
         """Subnets whose validation top-1 the trainer reports (None: the network as it is)."""
-        return {"largest": self.space.largest(), "smallest": self.space.smallest()}
+        return {"largest": self.largest(), "smallest": self.smallest()}
 
     def train_step(self, batch, ctx: StepContext) -> dict[str, float]:
         """Run the forward and backward passes of one batch; return named loss values

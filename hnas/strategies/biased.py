@@ -90,7 +90,7 @@ class Biased(Strategy):
         images, labels = batch
         total_ce = total_kd = 0.0
         if self.inplace:
-            teacher_logits = ctx.forward(images, self.space.largest()).logits
+            teacher_logits = ctx.forward(images, self.largest()).logits
             ce = losses.cross_entropy(teacher_logits, labels, self.cfg.label_smoothing)
             ctx.backward(ce)
             total_ce = ce.detach()

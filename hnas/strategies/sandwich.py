@@ -26,7 +26,7 @@ class Sandwich(Strategy):
 
     def train_step(self, batch, ctx: StepContext) -> dict[str, float]:
         images, labels = batch
-        teacher_logits = ctx.forward(images, self.space.largest()).logits
+        teacher_logits = ctx.forward(images, self.largest()).logits
         ce = losses.cross_entropy(teacher_logits, labels, self.cfg.label_smoothing)
         ctx.backward(ce)
         total_kd = 0.0
@@ -38,7 +38,7 @@ class Sandwich(Strategy):
 
     def students(self, ctx: StepContext) -> list:
         """The smallest subnet and ``n - 2`` random ones."""
-        return [self.space.smallest()] + self.sampler.draw(ctx.rng(0), max(self.cfg.dyna_batch_size, 2) - 2)
+        return [self.smallest()] + self.sampler.draw(ctx.rng(0), max(self.cfg.dyna_batch_size, 2) - 2)
 
     def distill(self, student_logits, teacher_logits):
         """In-place distillation loss of one student (teacher side detached)."""
