@@ -30,7 +30,7 @@ with warnings.catch_warnings():
                                 rank_shard)
     from hnas.io import read_arch_json, refuse_overwrite
     from hnas.search_space import ArchCodeError, SearchSpace, validate_codes
-    from hnas.train_config import DataConfig
+    from hnas.train_config import DataConfig, check_space_section
 
 # The config sections this command reads; -o of any other section is refused.
 KNOWN_SECTIONS = ("SearchSpace", "Data", "Eval")
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
     image_dir = args.image_dir or section(cfg, "Data").get("image_dir")
     if image_dir is None:
         raise ValueError("ranking needs --image_dir (or Data.image_dir in the config)")
-    space = SearchSpace.from_config(section(cfg, "SearchSpace"))
+    space = SearchSpace.from_config(check_space_section(section(cfg, "SearchSpace")))
     settings = eval_settings(args, cfg)
     check_class_folders(image_dir, space.num_classes)
     check_calibration_images(image_dir, settings["calib_batches"], settings["batch_size"])

@@ -418,12 +418,11 @@ class ShardLog:
                                       f"wait for it to end (or stop it), or use another --save_path") from None
             self._file.seek(0)
             stored, self.results, valid = _parse_shard(self._file.read(), path)
-            if stored is not None and stored.get("checkpoint_id") != settings.get("checkpoint_id") \
-                    and stored.get("checkpoint") == settings.get("checkpoint"):
+            then, now = (stored or {}).get("checkpoint_id"), settings.get("checkpoint_id")
+            if then is not None and then != now and stored.get("checkpoint") == settings.get("checkpoint"):
                 raise ValueError(f"{path} holds scores of another checkpoint that was at "
-                                 f"{settings.get('checkpoint')} (it has been replaced since: "
-                                 f"{stored.get('checkpoint_id')} then, {settings.get('checkpoint_id')} "
-                                 f"now); rank into another --save_path or delete {path}")
+                                 f"{settings.get('checkpoint')} (it has been replaced since: {_identity(then)} "
+                                 f"then, {_identity(now)} now); rank into another --save_path or delete {path}")
             if stored is not None and stored != settings:
                 changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
                 raise ValueError(f"{path} was written with other settings ({', '.join(changed)}: "
@@ -448,6 +447,12 @@ class ShardLog:
         self._file.write((json.dumps(record) + "\n").encode())
         self._file.flush()
         os.fsync(self._file.fileno())
+
+
+def _identity(checkpoint_id: dict | None) -> str:
+    if not checkpoint_id:
+        return "unknown"
+    return f"{checkpoint_id.get('size')} bytes, sha256 {str(checkpoint_id.get('sha256'))[:12]}"
 
 
 def rank_shard(ranker: SubnetRanker, archs: Mapping[str, dict], save_path: str, shard: int,

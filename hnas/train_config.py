@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass
 
@@ -258,12 +259,21 @@ def resolve_config(args, flags: dict, train_section: str = "Train", sections=Non
     for name, kind in ((train_section, TrainConfig), ("Data", DataConfig)):
         if isinstance(cfg.get(name), dict):
             cfg[name] = checked_types(cfg[name], kind, name)
+    if isinstance(cfg.get("SearchSpace"), dict):
+        cfg["SearchSpace"] = check_space_section(cfg["SearchSpace"])
+    data = cfg.get("Data") if isinstance(cfg.get("Data"), dict) else {}
+    for key in ("train_subset", "per_class", "val_subset", "val_per_class"):
+        if data.get(key) is not None and data[key] < 1:
+            raise ValueError(f"Data.{key} must be a positive integer or null, got {data[key]!r}")
+    if data.get("num_workers") is not None and data["num_workers"] < 0:
+        raise ValueError(f"Data.num_workers must be >= 0, got {data['num_workers']!r}")
     return cfg
 
 
 def checked_types(values: dict, kind, name: str) -> dict:
     """``values`` (one config section) with each known key checked against the type of the
-    dataclass field ``kind`` gives it; numbers spelt as strings become numbers for float fields.
+    dataclass field ``kind`` gives it (lists stand for tuples); numbers spelt as strings become
+    numbers for float fields (YAML reads ``1e-3`` as a string).
 
     Raises:
         ValueError: ``Section.key must be <type>, got <value>``.
@@ -271,27 +281,76 @@ def checked_types(values: dict, kind, name: str) -> dict:
     hints = typing.get_type_hints(kind)
     out = dict(values)
     for key, value in values.items():
-        if key not in hints:
-            continue  # unknown keys are reported by the dataclass's own check
-        allowed = typing.get_args(hints[key]) or (hints[key],)
-        if value is None and type(None) in allowed:
-            continue
-        if bool in allowed and isinstance(value, bool):
-            continue
-        if int in allowed and isinstance(value, int) and not isinstance(value, bool):
-            continue
-        if float in allowed:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key not in hints or _matches(value, hints[key]):
+            continue  # unknown keys are reported by the section's own check
+        if isinstance(value, str) and float in _alternatives(hints[key]):
+            try:
+                out[key] = float(value)
                 continue
-            if isinstance(value, str):
-                try:
-                    out[key] = float(value)
-                    continue
-                except ValueError:
-                    pass
-        if str in allowed and isinstance(value, str):
-            continue
-        names = " or ".join({bool: "true/false", int: "an integer", float: "a number", str: "a string",
-                             type(None): "null"}.get(t, getattr(t, "__name__", str(t))) for t in allowed)
-        raise ValueError(f"{name}.{key} must be {names}, got {value!r}")
+            except ValueError:
+                pass
+        raise ValueError(f"{name}.{key} must be {_describe(hints[key])}, got {value!r}")
     return out
+
+
+def check_space_section(values: dict) -> dict:
+    """The ``SearchSpace`` section with its types checked (see :func:`checked_types`) and every
+    count, width and size at least 1 (a zero ``channel_divisor`` would divide by zero)."""
+    from .search_space import SearchSpace  # here: search_space imports config, not this module
+
+    out = checked_types(values, SearchSpace, "SearchSpace")
+    for key, value in out.items():
+        numbers = list(_leaves(value))
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0 for v in numbers):
+            raise ValueError(f"SearchSpace.{key} must be positive, got {value!r}")
+    return out
+
+
+def _leaves(value):
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+def _alternatives(hint) -> tuple:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _matches(value, hint) -> bool:
+    """Whether a YAML value fits a field annotation (bool, int, float, str, None, tuples, unions)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, h) for v, h in zip(value, args))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True  # other annotations are checked where the value is used
+
+
+def _describe(hint, plural: bool = False) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h, plural) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return ("lists" if plural else "a list") + f" of {_describe(args[0], plural=True)}"
+        kinds = " or ".join(dict.fromkeys(_describe(h, plural=True) for h in args))
+        return f"{'' if plural else 'a '}{len(args)}-item list{'s' if plural else ''} of {kinds}"
+    names = {bool: ("true/false", "true/false"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+             str: ("a string", "strings"), type(None): ("null", "null")}
+    return names.get(hint, (getattr(hint, "__name__", str(hint)),) * 2)[plural]

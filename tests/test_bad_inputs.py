@@ -205,9 +205,12 @@ def test_unknown_key_error_lists_the_known_keys(world, tmp_path):
     (SUPERNET, "Train.lr=abc", "Train.lr must be a number, got 'abc'"),
     (STANDALONE, "Standalone.max_epoch=2.5", "Standalone.max_epoch must be an integer, got 2.5"),
     (EVAL, "Eval.calib_batches=abc", "Eval.calib_batches must be an integer, got 'abc'"),
+    (SUPERNET, "SearchSpace.image_sizes=32", "SearchSpace.image_sizes must be a list of integers, got 32"),
+    (EVAL, "SearchSpace.channel_divisor=0", "SearchSpace.channel_divisor must be positive, got 0"),
 ])
 def test_wrong_type_in_an_override_is_refused(script, override, message, world, tmp_path):
-    # Before: TypeError traceback ('>' not supported between 'str' and 'int').
+    # Before: tracebacks (TypeError: '>' not supported between 'str' and 'int'; 'int' object is
+    # not iterable; ZeroDivisionError).
     result = run(script, *cli_args(script, world, world / "images", tmp_path, "-o", override))
     assert_error(result, 2, message)
 
