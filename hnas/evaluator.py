@@ -155,14 +155,16 @@ class FixedImages:
 
 
 def load_fixed_images(image_dir: str, image_size: int, calib_batches: int, batch_size: int,
-                      eval_images: int, seed: int = 0, max_float_bytes: int = FLOAT_CACHE_BYTES) -> FixedImages:
+                      eval_images: int, seed: int = 0, max_float_bytes: int = FLOAT_CACHE_BYTES,
+                      on_error: str = "raise") -> FixedImages:
     """Decode the fixed calibration and evaluation images of ``image_dir`` at ``image_size``.
 
     Calibration: ``calib_batches * batch_size`` images of ``train`` drawn with ``seed``, in a
     seeded random order (so no batch holds one class only).  Evaluation: ``eval_images``
     images of ``val`` drawn with ``seed``.  Both use the evaluation transform (resize and
     centre crop), so the statistics match the images they normalise at evaluation.  Fewer
-    images are used when a split holds fewer.
+    images are used when a split holds fewer.  ``on_error`` is :class:`hnas.data.ImageFolder`'s
+    (ranking keeps ``"raise"``: every arch must see the same images).
     """
     if batch_size < 1 or calib_batches < 0 or eval_images < 1:
         raise ValueError(f"need batch_size >= 1, calib_batches >= 0, eval_images >= 1; got "
@@ -171,11 +173,12 @@ def load_fixed_images(image_dir: str, image_size: int, calib_batches: int, batch
     to_array = ToCHWArray()
     calibration = []
     if calib_batches > 0:
-        train = ImageFolder(os.path.join(image_dir, "train"), decode, limit=calib_batches * batch_size, seed=seed)
+        train = ImageFolder(os.path.join(image_dir, "train"), decode, limit=calib_batches * batch_size, seed=seed,
+                            on_error=on_error)
         order = np.random.default_rng(seed).permutation(len(train))
         images, _ = _decode_all(train, order)
         calibration = [paddle.to_tensor(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    val = ImageFolder(os.path.join(image_dir, "val"), decode, limit=eval_images, seed=seed)
+    val = ImageFolder(os.path.join(image_dir, "val"), decode, limit=eval_images, seed=seed, on_error=on_error)
     images, labels = _decode_all(val, np.arange(len(val)))
     chunks = range(0, len(images), batch_size)
     return FixedImages(calibration, [paddle.to_tensor(images[i:i + batch_size]) for i in chunks],
@@ -216,7 +219,7 @@ class SubnetRanker:
 
     def __init__(self, supernet: ResNetSuperNet, image_dir: str, calib_batches: int, eval_images: int,
                  batch_size: int, seed: int = 0, score: str = "acc", finetune_steps: int = 0,
-                 finetune_lr: float = 0.02, finetune_batch_size: int = 128):
+                 finetune_lr: float = 0.02, finetune_batch_size: int = 128, on_error: str = "raise"):
         if score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
         if finetune_steps < 0 or finetune_batch_size < 1 or not finetune_lr > 0:
@@ -230,6 +233,7 @@ class SubnetRanker:
         self.metric, self.finetune_steps = score, finetune_steps
         self.finetune_lr, self.finetune_batch_size = finetune_lr, finetune_batch_size
         self._images: dict[int, FixedImages] = {}
+        self.on_error = on_error  # an unreadable image: "raise" (ranking), or "skip" (training's --on_error)
         self._finetune_images: dict[int, FixedImages] = {}
 
     @property
@@ -250,7 +254,7 @@ class SubnetRanker:
         if image_size not in self._images:
             start = time.perf_counter()
             images = load_fixed_images(self.image_dir, image_size, self.calib_batches, self.batch_size,
-                                       self.eval_images, self.seed)
+                                       self.eval_images, self.seed, on_error=self.on_error)
             print(f"decoded {images.num_calibration} calibration and {images.num_eval} evaluation images "
                   f"at {image_size} px in {time.perf_counter() - start:.1f} s", file=sys.stderr)
             self._images[image_size] = images

@@ -228,7 +228,8 @@ class Trainer:
         settings = (image_dir, calib_batches, len(eval_data), batch_size)
         if getattr(self, "_eval_ranker", (None,))[0] != settings:  # decode once per run
             self._eval_ranker = (settings, SubnetRanker(self.model, image_dir, calib_batches, len(eval_data),
-                                                        batch_size, seed=EVAL_DEFAULTS["seed"]))
+                                                        batch_size, seed=EVAL_DEFAULTS["seed"],
+                                                        on_error=getattr(eval_data, "on_error", "raise")))
         ranker = self._eval_ranker[1]
         previous = self.model.active_arch() if hasattr(self.model, "active_arch") else None
         saved_statistics = [t.clone() for t in self._statistics()] if calib_batches else []
@@ -422,7 +423,8 @@ class Trainer:
             return []
         size = image_size or max(self.model.space.image_sizes)
         images = load_fixed_images(SubnetRanker.image_dir_of(calib_data, "train"), size, self.cfg.bn_calib_batches,
-                                   batch_size, 1, seed=EVAL_DEFAULTS["seed"])
+                                   batch_size, 1, seed=EVAL_DEFAULTS["seed"],
+                                   on_error=getattr(calib_data, "on_error", "raise"))
         return list(images.calibration_batches())
 
     def _restore_train_state(self, state: dict) -> None:

@@ -138,6 +138,16 @@ def test_empty_image_file_with_workers_is_one_line(world, tmp_path):
     assert bad.read_bytes() == b""
 
 
+def test_on_error_skip_trains_past_unreadable_images(world, tmp_path):
+    # The remedy the messages suggest works for train/ and val/ alike.
+    images = images_copy(world, tmp_path)
+    (images / "train" / "class001" / "train_00001.png").write_bytes(b"")
+    (images / "val" / "class002" / "val_00000.png").write_bytes(b"not a png")
+    result = run(SUPERNET, *supernet_args(world, images, tmp_path / "run", "--on_error", "skip"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipping unreadable image" in result.stderr and (tmp_path / "run" / "final.pdparams").is_file()
+
+
 def test_ranking_names_an_unreadable_image(world, tmp_path):
     images = images_copy(world, tmp_path)
     bad = images / "val" / "class000" / "val_00000.png"
