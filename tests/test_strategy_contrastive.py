@@ -178,16 +178,17 @@ def test_labels_are_not_used(small_space, batch):
     assert loss(batch[2]) == loss(paddle.zeros_like(batch[2]))
 
 
-def test_symmetric_and_key_batch_statistics(small_space, batch):
+@pytest.mark.parametrize("key_batch_stats", [True, False])
+def test_symmetric_and_key_encoder_statistics_untouched_by_its_passes(small_space, batch, key_batch_stats):
     paddle.seed(0)
     net = ResNetSuperNet(small_space)
-    _, strategy = make(small_space, symmetric=True, key_batch_stats=True)
+    _, strategy = make(small_space, symmetric=True, key_batch_stats=key_batch_stats)
     strategy.initialise(net)
     stats = [t.numpy() for t in _statistics(strategy.key_encoder)]
     logs = strategy.train_step(batch, StepContext(net, seed=0, epoch=0, step=0))
     assert np.isfinite(logs["loss"]) and int(strategy.queue_ptr.item()) == 16  # both key sets enqueued
     for a, b in zip(stats, _statistics(strategy.key_encoder)):
-        np.testing.assert_array_equal(a, b.numpy())  # batch statistics used, running ones kept
+        np.testing.assert_array_equal(a, b.numpy())  # only the EMA moves them
     plain = strategy.train_step(batch[::2], StepContext(net, seed=0, epoch=0, step=1))  # (images, labels)
     assert np.isfinite(plain["loss"])
 
