@@ -53,7 +53,9 @@ BOOTSTRAP = 2000
 # Knobs of a setting and their defaults.  Training: the ground truth's recipe where it applies
 # (SGD Nesterov 0.9, peak lr 0.1 at batch 128 = 0.2 per 256 images, wd 5e-4, cosine, no warmup).
 TRAIN_KNOBS = {"strategy": "spos", "epochs": 8, "batch_size": 128, "lr": 0.2, "weight_decay": 5e-4,
-               "nesterov": True, "warmup": 0.0, "dyna_batch_size": 4, "sampler": "uniform", "seed": 0}
+               "nesterov": True, "warmup": 0.0, "dyna_batch_size": 4, "sampler": "uniform", "seed": 0,
+               "train_images": 20000}
+TRAIN_SET = 20000  # images in the exported training subset (2,000 per class)
 RANK_KNOBS = {"calib_batches": 5, "eval_batch": 100, "eval_images": 1000, "score": "acc",
               "finetune_steps": 0, "finetune_lr": 0.02, "finetune_batch": 128}
 KNOB_TYPES = {"nesterov": lambda s: s.lower() in ("1", "true", "yes")}
@@ -265,6 +267,8 @@ def train_supernet(args, knobs: dict) -> tuple[str, float]:
            "--seed", str(knobs["seed"]), "--num_workers", "0", "--log_freq", "50",
            "--save_freq", str(knobs["epochs"]), "-o", f"Train.nesterov={_fmt(knobs['nesterov'])}",
            "-o", f"Train.eval_freq={knobs['epochs']}"]
+    if knobs["train_images"] < TRAIN_SET:  # a fixed random subset of the training images
+        cmd += ["--train_subset", str(knobs["train_images"])]
     if knobs["sampler"] == "distribution":  # the distribution of the 45,000 Track-1 test archs
         cmd += ["-o", f"Strategy.sampler={{name: distribution, archs_path: {TRACK1}}}"]
     else:
@@ -387,9 +391,17 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.table:
+    grid = {k: v for k, v in vars(args).items() if k in {**TRAIN_KNOBS, **RANK_KNOBS} and v is not None}
+    vary = [k for k, v in grid.items() if len(v) > 1]
+    if args.table:  # the cached rows of the settings the flags give (all rows without flags)
         with open(args.results) as f:
-            print_table(json.load(f))
+            data = json.load(f)
+        keys = None
+        if grid:
+            keys = [k for k in (setting_key(split_knobs(s)[1]) for s in expand_settings(grid))
+                    if k in data["predictors"]]
+            keys = [k for k in data["predictors"] if k.startswith("proxy=")] + keys
+        print_table(data, keys, vary=(vary or ["strategy"]) if grid else None)
         return
     runs = read_ground_truth(args.ground_truth)
     truth = target(runs)
@@ -400,8 +412,11 @@ def main(argv=None) -> None:
     export_data(args.data)
     os.makedirs(args.workdir, exist_ok=True)
     archs_path = os.path.join(args.workdir, "gt_archs.json")
-    with open(archs_path, "w") as f:
-        json.dump({f"gt{i:03d}": {"acc": 0.0, "arch": code} for i, code in enumerate(codes)}, f, indent=1)
+    archs = json.dumps({f"gt{i:03d}": {"acc": 0.0, "arch": code} for i, code in enumerate(codes)}, indent=1)
+    if not os.path.isfile(archs_path) or open(archs_path).read() != archs:  # atomic: another run may read it
+        with open(archs_path + ".tmp", "w") as f:
+            f.write(archs)
+        os.replace(archs_path + ".tmp", archs_path)
 
     shown = []
     if not args.no_proxies:
@@ -411,9 +426,7 @@ def main(argv=None) -> None:
                 data["predictors"][key] = {**score_predictor(scores, truth), "rank_secs_per_arch": per_arch,
                                            "command": "python benchmarks/consistency.py (proxies)"}
             shown.append(key)
-    grid = {k: v for k, v in vars(args).items() if k in {**TRAIN_KNOBS, **RANK_KNOBS} and v is not None}
     settings = expand_settings(grid)
-    vary = [k for k, v in grid.items() if len(v) > 1]
     for knobs in settings:
         train_knobs, rank_knobs = split_knobs(knobs)
         folder, train_secs = train_supernet(args, train_knobs)
