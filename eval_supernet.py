@@ -29,6 +29,7 @@ with warnings.catch_warnings():
     from hnas.evaluator import (EVAL_DEFAULTS, SubnetRanker, load_supernet, merge_shards,
                                 rank_shard)
     from hnas.io import read_arch_json, refuse_overwrite
+    from hnas.phases import is_recipe_folder, load_recipe_ranker
     from hnas.search_space import ArchCodeError, SearchSpace, validate_codes
     from hnas.train_config import DataConfig, check_space_section
 
@@ -123,10 +124,13 @@ def run(args: argparse.Namespace) -> None:
     check_calibration_images(image_dir, settings["calib_batches"], settings["batch_size"])
     archs = read_arch_json(args.json_path)
     validate_codes(space, [entry["arch"] for entry in archs.values()], list(archs))
-    supernet, checkpoint = load_supernet(space, args.resume)
+    if is_recipe_folder(args.resume):  # a multi-phase run: its last phase, few-shot children routed
+        ranker, checkpoint = load_recipe_ranker(space, args.resume, image_dir, **settings)
+    else:
+        supernet, checkpoint = load_supernet(space, args.resume)
+        ranker = SubnetRanker(supernet, image_dir, **settings)
     print(f"shard {shard} of {num_shards}: {len(archs)} archs in {args.json_path}, checkpoint {checkpoint}, "
           f"{settings}", file=sys.stderr)
-    ranker = SubnetRanker(supernet, image_dir, **settings)
     rank_shard(ranker, archs, args.save_path, shard, num_shards, checkpoint, progress=not args.no_progress)
     if num_shards == 1:
         merge_shards(args.json_path, args.save_path, 1)

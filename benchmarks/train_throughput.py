@@ -74,10 +74,11 @@ def strategy_seconds(name, space, cfg, data, warmup, repeats) -> tuple[float, fl
         teacher = ResNet(full_arch(space), space)
         teacher.eval()
     strategy = build_strategy(name, space, cfg, teacher=teacher)
-    optimizer, _ = build_optimizer([p for p in net.parameters() if not p.stop_gradient], cfg, 1000)
+    trainable = [p for p in list(net.parameters()) + list(strategy.parameters()) if not p.stop_gradient]
+    optimizer, _ = build_optimizer(trainable, cfg, 1000)
 
     def step(i):
-        strategy.train_step(data, StepContext(net, net, seed=0, epoch=0, step=i))
+        strategy.train_step(data, StepContext(net, seed=0, epoch=0, step=i))
         optimizer.step()
         optimizer.clear_grad()
 

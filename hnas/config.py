@@ -48,7 +48,36 @@ def read_yaml(path: str) -> dict:
             raise ValueError(f"config {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"config {path!r} must be a mapping of sections, got {type(cfg).__name__}")
+    base = cfg.pop(BASE_KEY, None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ValueError(f"config {path}: {BASE_KEY} must be the path of another config, got {base!r}")
+        base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+        if os.path.abspath(base_path) in _reading:
+            raise ValueError(f"config {path}: {BASE_KEY} {base!r} includes itself")
+        _reading.add(os.path.abspath(base_path))
+        try:
+            cfg = merge_configs(read_yaml(base_path), cfg)
+        finally:
+            _reading.discard(os.path.abspath(base_path))
     return cfg
+
+
+# A config may start from another (``_base_: ../resnet48_small.yaml``, relative to the file):
+# its sections are read first and this file's keys replace theirs, mapping by mapping.
+BASE_KEY = "_base_"
+_reading: set = set()
+
+
+def merge_configs(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s keys replacing its own; nested mappings merge, lists replace."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_configs(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def check_sections(cfg: dict, sections, source: str) -> None:
@@ -84,11 +113,34 @@ def apply_override(cfg: dict, item: str, sections=None) -> None:
     except yaml.YAMLError as exc:
         raise ValueError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc)})") from None
     node = cfg
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override {item!r}: {key!r} is not a section")
-    node[keys[-1]] = value
+    for key, following in zip(keys[:-1], keys[1:]):
+        node = _child(node, key, item, create=not following.isdigit())
+    if isinstance(node, list):
+        node[_list_index(node, keys[-1], item)] = value
+    else:
+        node[keys[-1]] = value
+
+
+def _child(node, key: str, item: str, create: bool):
+    """``node[key]`` for a mapping (created empty if missing and ``create``) or, with a numeric
+    key, a list element (``-o Phases.0.epochs=1``)."""
+    if isinstance(node, list):
+        child = node[_list_index(node, key, item)]
+    elif isinstance(node, dict):
+        if key not in node and not create:
+            raise ValueError(f"override {item!r}: {key!r} is not set, so it has no element to change")
+        child = node.setdefault(key, {})
+    else:
+        raise ValueError(f"override {item!r}: {key!r} is inside a value, not a section")
+    if not isinstance(child, (dict, list)):
+        raise ValueError(f"override {item!r}: {key!r} is not a section")
+    return child
+
+
+def _list_index(node: list, key: str, item: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ValueError(f"override {item!r}: {key!r} is not an index of a list of {len(node)}")
+    return int(key)
 
 
 def section(cfg: dict, name: str) -> dict:

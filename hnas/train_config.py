@@ -59,6 +59,7 @@ class TrainConfig:
     bn_calib_batches: int = 10
     pretrained: str | None = None
     reorder: bool = True
+    decay_bn_bias: bool = True
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainConfig":
@@ -141,6 +142,8 @@ def build_optimizer(parameters, cfg: TrainConfig, steps_per_epoch: int, world_si
     """Momentum SGD with weight decay and optional global-norm clipping, and its schedule:
     linear warmup over ``cfg.warmup`` epochs, then cosine to 0 at ``cfg.max_epoch``.
 
+    With ``cfg.decay_bn_bias`` false, one-dimensional parameters (BN scales and shifts, biases,
+    PReLU slopes) get no weight decay, as OFA's ``no_decay_keys: bn#bias``.
     Returns ``(optimizer, lr_scheduler)``; step the scheduler once per iteration.
     """
     peak = cfg.peak_lr(world_size)
@@ -150,6 +153,10 @@ def build_optimizer(parameters, cfg: TrainConfig, steps_per_epoch: int, world_si
     if warmup > 0:
         schedule = paddle.optimizer.lr.LinearWarmup(schedule, warmup, 0.0, peak)
     clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip else None
+    parameters = list(parameters)
+    if not cfg.decay_bn_bias and cfg.weight_decay:
+        parameters = [{"params": [p for p in parameters if len(p.shape) > 1], "weight_decay": cfg.weight_decay},
+                      {"params": [p for p in parameters if len(p.shape) <= 1], "weight_decay": 0.0}]
     optimizer = paddle.optimizer.Momentum(learning_rate=schedule, momentum=cfg.momentum,
                                           parameters=parameters, use_nesterov=cfg.nesterov,
                                           weight_decay=cfg.weight_decay or None, grad_clip=clip)
