@@ -57,7 +57,7 @@ TRAIN_KNOBS = {"strategy": "spos", "epochs": 8, "batch_size": 128, "lr": 0.2, "w
                "train_images": 20000}
 TRAIN_SET = 20000  # images in the exported training subset (2,000 per class)
 RANK_KNOBS = {"calib_batches": 5, "eval_batch": 100, "eval_images": 1000, "score": "acc",
-              "finetune_steps": 0, "finetune_lr": 0.02, "finetune_batch": 128}
+              "finetune_steps": 0, "finetune_lr": 0.02, "finetune_batch": 128, "finetune_init": "supernet"}
 KNOB_TYPES = {"nesterov": lambda s: s.lower() in ("1", "true", "yes")}
 
 
@@ -297,7 +297,8 @@ def rank_archs(args, knobs: dict, folder: str, archs_path: str) -> tuple[dict, f
                "--batch_size", str(knobs["eval_batch"]), "--score", knobs["score"],
                "--finetune_steps", str(knobs["finetune_steps"]),
                "-o", f"Eval.finetune_lr={knobs['finetune_lr']}",
-               "-o", f"Eval.finetune_batch_size={knobs['finetune_batch']}"]
+               "-o", f"Eval.finetune_batch_size={knobs['finetune_batch']}",
+               "-o", f"Eval.finetune_init={knobs['finetune_init']}"]
         print(f"  ranking {key}", flush=True)
         secs = run(cmd, os.path.join(args.workdir, "logs", f"rank_{short_hash(key)}.log"))
         with open(meta, "w") as f:

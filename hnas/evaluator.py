@@ -28,6 +28,7 @@ from .checkpoint import (LockedError, check_finite, file_identity, load_into, lo
                          resolve_checkpoint)
 from .data import ImageFolder, ToCHWArray, build_transform
 from .io import read_arch_json, with_scores, write_arch_json
+from .models.resnet import ResNet
 from .models.supernet import ResNetSuperNet
 from .search_space import Arch, SearchSpace
 
@@ -38,7 +39,8 @@ except ImportError:  # Windows: shard files are not locked
 
 BN_TYPES = (nn.BatchNorm, nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.SyncBatchNorm)
 EVAL_DEFAULTS = {"calib_batches": 10, "eval_images": 1000, "batch_size": 100, "seed": 0,
-                 "score": "acc", "finetune_steps": 0, "finetune_lr": 0.02, "finetune_batch_size": 128}
+                 "score": "acc", "finetune_steps": 0, "finetune_lr": 0.02, "finetune_batch_size": 128,
+                 "finetune_init": "supernet"}
 SCORES = ("acc", "loss")  # top-1, or minus the mean cross-entropy (higher = better for both)
 FINETUNE_KEY = 0xF1E7  # seed offset of the fine-tuning images, apart from the calibration ones
 FLOAT_CACHE_BYTES = 1 << 30  # fixed images up to 1 GiB as float32; beyond, uint8 (normalised per batch)
@@ -215,13 +217,19 @@ class SubnetRanker:
             augmentation (the same N batches, decoded once, for every arch), so a score is a
             deterministic function of the arch.  Costs N forward + backward passes per arch.
         finetune_lr, finetune_batch_size: see ``finetune_steps``.
+        finetune_init: ``"supernet"`` (the inherited weights) or ``"scratch"`` (a fresh
+            stand-alone network initialised from ``seed``: a short stand-alone training, the
+            reference a supernet's ranking should beat at equal cost).
     """
 
     def __init__(self, supernet: ResNetSuperNet, image_dir: str, calib_batches: int, eval_images: int,
                  batch_size: int, seed: int = 0, score: str = "acc", finetune_steps: int = 0,
-                 finetune_lr: float = 0.02, finetune_batch_size: int = 128, on_error: str = "raise"):
+                 finetune_lr: float = 0.02, finetune_batch_size: int = 128, on_error: str = "raise",
+                 finetune_init: str = "supernet"):
         if score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
+        if finetune_init not in ("supernet", "scratch"):
+            raise ValueError(f"finetune_init must be 'supernet' or 'scratch'; got {finetune_init!r}")
         if finetune_steps < 0 or finetune_batch_size < 1 or not finetune_lr > 0:
             raise ValueError(f"need finetune_steps >= 0, finetune_batch_size >= 1, finetune_lr > 0; got "
                              f"{finetune_steps}, {finetune_batch_size}, {finetune_lr}")
@@ -232,6 +240,7 @@ class SubnetRanker:
             calib_batches, eval_images, batch_size, seed
         self.metric, self.finetune_steps = score, finetune_steps
         self.finetune_lr, self.finetune_batch_size = finetune_lr, finetune_batch_size
+        self.finetune_init = finetune_init
         self._images: dict[int, FixedImages] = {}
         self.on_error = on_error  # an unreadable image: "raise" (ranking), or "skip" (training's --on_error)
         self._finetune_images: dict[int, FixedImages] = {}
@@ -270,7 +279,7 @@ class SubnetRanker:
             settings["score"] = self.metric
         if self.finetune_steps:
             settings.update(finetune_steps=self.finetune_steps, finetune_lr=self.finetune_lr,
-                            finetune_batch_size=self.finetune_batch_size)
+                            finetune_batch_size=self.finetune_batch_size, finetune_init=self.finetune_init)
         return settings
 
     def score(self, arch: Arch | str) -> float:
@@ -280,7 +289,11 @@ class SubnetRanker:
         size = self.space.image_sizes[arch.image_code - 1]
         model = self.supernet
         if self.finetune_steps:
-            model = self.supernet.export(arch)
+            if self.finetune_init == "scratch":
+                paddle.seed(self.seed)
+                model = ResNet(arch, self.space)
+            else:
+                model = self.supernet.export(arch)
             self.finetune(model, size)
             model.eval()
         total, count = self.measure(model, size)

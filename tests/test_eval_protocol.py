@@ -77,3 +77,16 @@ def test_finetuned_score_is_deterministic_and_leaves_the_supernet_untouched(smal
     assert 0.0 <= plain <= 1.0 and 0.0 <= tuned[0] <= 1.0
     settings = SubnetRanker(supernet, image_root, 2, num_val, 8, finetune_steps=3).settings(save_dir)
     assert settings["finetune_steps"] == 3 and "score" not in settings
+
+
+def test_scratch_finetune_is_a_short_standalone_training_independent_of_the_supernet(small_space, image_root,
+                                                                                  trained):
+    _, save_dir, _, num_val = trained
+    trained_net, _ = load_supernet(small_space, save_dir)
+    paddle.seed(5)
+    fresh_net = ResNetSuperNet(small_space)
+    scores = [SubnetRanker(net, image_root, 2, num_val, 8, finetune_steps=3, finetune_lr=0.1, finetune_batch_size=8,
+                           finetune_init="scratch").score(small_space.smallest()) for net in (trained_net, fresh_net)]
+    assert scores[0] == scores[1]
+    with pytest.raises(ValueError, match="finetune_init"):
+        SubnetRanker(trained_net, image_root, 2, 8, 8, finetune_init="random")
