@@ -162,3 +162,22 @@ def test_few_shot_children_rank_the_archs_they_own(image_root, tmp_path):
     with pytest.raises(ValueError, match="no few-shot child owns"):
         ranker.score("1222223232000000111100000011110000000000003333000000")
     assert set(ranker.settings(plan)["recipe_checkpoints"]) == {"stage4_width=1", "stage4_width=7"}
+
+
+def test_cli_runs_a_recipe_refuses_a_second_start_and_resumes_a_finished_one(image_root, tmp_path):
+    phases = [{"name": "a", "strategy": "spos", "epochs": 1},
+              {"name": "b", "strategy": "sandwich", "epochs": 1, "init_from": "previous"}]
+    path = tmp_path / "recipe.yaml"
+    save_dir = tmp_path / "run"
+    path.write_text(yaml.safe_dump(recipe_config(image_root, save_dir, phases)))
+    first = cli(path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (save_dir / "recipe.json").is_file() and (save_dir / "1_b" / "final.pdparams").is_file()
+    stamp = (save_dir / "1_b" / "final.pdparams").stat().st_mtime_ns
+    again = cli(path)
+    assert again.returncode == 2 and "already holds a recipe run; pass --resume" in again.stderr
+    resumed = cli(path, "--resume", str(save_dir))
+    assert resumed.returncode == 0 and "phase 1_b: finished, skipped" in resumed.stdout
+    assert (save_dir / "1_b" / "final.pdparams").stat().st_mtime_ns == stamp
+    changed = cli(path, "--resume", str(save_dir), "-o", "Phases.1.epochs=2")
+    assert changed.returncode == 2 and "Phases differ from the ones" in changed.stderr
