@@ -90,7 +90,8 @@ def test_baseline_trains_with_a_pretrained_teacher(config, image_root, tmp_path)
 
 @pytest.mark.parametrize("args, message", [
     (["--bogus", "1"], "unrecognized arguments: --bogus"),
-    (["--strategy", "nope"], "unknown strategy 'nope'; known: baseline, sandwich, spos"),
+    (["--strategy", "nope"], "unknown strategy 'nope'; known: alphanet, baseline, biased, contrastive, fairnas, "
+                                "rank_flops, rank_zen, sandwich, spos, standalone"),
     (["--strategy", "baseline"], "pass --pretrained PATH"),
     (["--pretrained", "/no/such.pdparams"], "does not exist"),
     (["-o", "Train.lrr=1"], "unknown Train keys ['lrr']"),
