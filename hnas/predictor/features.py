@@ -26,9 +26,9 @@ def encode(tokens: np.ndarray, positional: bool = True) -> np.ndarray:
     """``int64 [N, L]`` classes (-1 = padding) -> ``float32 [N, L * 10]`` features."""
     tokens = np.asarray(tokens)
     n, length = tokens.shape
-    onehot = np.zeros((n, length, NUM_CLASSES), dtype=np.float64)
+    onehot = np.zeros((n, length, NUM_CLASSES), dtype=np.float32)
     rows, cols = np.nonzero(tokens >= 0)
     onehot[rows, cols, tokens[rows, cols]] = 1.0
     if positional:
-        onehot += sinusoid_table(length)[None]
-    return onehot.reshape(n, length * NUM_CLASSES).astype(np.float32)
+        onehot += sinusoid_table(length).astype(np.float32)[None]
+    return onehot.reshape(n, length * NUM_CLASSES)
