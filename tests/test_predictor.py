@@ -168,6 +168,7 @@ def test_cli_round_trip(tmp_path, capsys):
     before = open(out).read()
     for argv, message in [
         (["predict", "--model", model, "--data", TRACK2, "--output", out], "exists"),
+        (["predict", "--model", model, "--data", out, "--output", out], "is the input file"),
         (["predict", "--model", str(tmp_path), "--data", TRACK2, "--output", out + "2"], "no meta.json"),
         (["train", "--data", TRACK2, "--save", model], "not empty"),
         (["train", "--data", TRACK2, "--task", "imagenet"], "unknown task"),

@@ -108,10 +108,10 @@ def format_table(fitted: list) -> str:
 
 
 def predict(args) -> None:
-    if os.path.exists(args.output) and not args.force:
-        raise ValueError(f"--output {args.output!r} exists; choose a new file or pass --force")
     if os.path.realpath(args.output) == os.path.realpath(args.data) and not args.force:
         raise ValueError(f"--output {args.output!r} is the input file; choose another or pass --force")
+    if os.path.exists(args.output) and not args.force:
+        raise ValueError(f"--output {args.output!r} exists; choose a new file or pass --force")
     meta, fitted = store.load(args.model)
     archs = load_archs(args.data, need_targets=False, space=store.load_space(meta))
     if archs.track != meta["track"] or archs.tokens.shape[1] != meta["code_length"]:
