@@ -78,7 +78,7 @@ def main() -> None:
 
 def fold_ensemble(args, archs, x, y, splits, opts) -> None:
     """Section 3: inner-fold ensemble vs one refit, on every outer fold."""
-    inner, refit = [], []
+    inner = []
     for train, _ in splits:
         inner += [(train[a], train[b]) for a, b in cv.make_splits(len(train), args.folds, args.seed)]
     refit = [(train, test) for train, test in splits]
@@ -128,7 +128,7 @@ def tables(args, archs, x, y, splits, opts) -> None:
                      None, None))
     variants.append(("mlp + ridge + pairwise averaged",
                      blend_taus([fits["mlp"], fits["ridge"], fits["pairwise"]], x, y, splits), None, None))
-    variants.append((f"ridge + pairwise averaged", blend_taus([fits["ridge"], fits["pairwise"]], x, y, splits),
+    variants.append(("ridge + pairwise averaged", blend_taus([fits["ridge"], fits["pairwise"]], x, y, splits),
                      None, None))
     for name, mopts in [("mlp --multi_task", cv.Options(folds=args.folds, seed=args.seed, multi_task=True,
                                                         mlp=opts.mlp)),
