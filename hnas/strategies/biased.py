@@ -4,12 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import paddle
-
 from .. import losses
 from ..registry import STRATEGIES
 from ..sampling import BiasedSampler, build_sampler
 from .base import StepContext, Strategy, loss_values
+from .baseline import frozen_teacher_logits, learn_labels_and_teacher
 
 
 @STRATEGIES.register("biased")
@@ -95,14 +94,10 @@ class Biased(Strategy):
             ctx.backward(ce)
             total_ce = ce.detach()
         else:
-            with paddle.no_grad(), paddle.amp.auto_cast(enable=ctx.amp):
-                teacher_logits = self.teacher(images).astype("float32")
-        for arch in self.archs(ctx):
-            logits = ctx.forward(images, arch).logits
-            ce = losses.cross_entropy(logits, labels, self.cfg.label_smoothing)
-            kd = losses.soft_cross_entropy(logits, teacher_logits, self.options.distill_temperature)
-            ctx.backward(ce + kd)
-            total_ce, total_kd = total_ce + ce.detach(), total_kd + kd.detach()
+            teacher_logits = frozen_teacher_logits(self.teacher, images, ctx)
+        total_ce, total_kd = learn_labels_and_teacher(ctx, images, labels, self.archs(ctx), teacher_logits,
+                                                      self.cfg.label_smoothing, self.options.distill_temperature,
+                                                      total_ce, total_kd)
         return loss_values(loss=total_ce + total_kd, ce=total_ce, kd=total_kd)
 
 
