@@ -336,7 +336,8 @@ class Trainer:
                                    f"Train.grad_clip")
 
     def _check_finite_weights(self, name: str) -> None:
-        for key, tensor in self.module.state_dict().items():
+        state = {**self.model.state_dict(), **{f"strategy.{k}": v for k, v in self.strategy.state_dict().items()}}
+        for key, tensor in state.items():
             if tensor.dtype in (paddle.float16, paddle.float32, paddle.float64) and \
                     not bool(paddle.isfinite(tensor).all()):
                 raise TrainingDiverged(f"{key} holds NaN or inf after epoch {self.epoch}: checkpoint {name!r} "

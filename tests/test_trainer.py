@@ -273,3 +273,56 @@ def test_inplace_distillation_does_not_train_the_teacher():
     student = paddle.to_tensor(np.zeros((2, 3), dtype="float32"), stop_gradient=False)
     losses.inplace_distillation(student, teacher * 2.0, temperature=4.0).backward()
     assert teacher.grad is None and student.grad is not None
+
+
+# ---------------------------------------------------------------------------- divergence
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(small_space, image_root, tmp_path):
+    from hnas.trainer import TrainingDiverged
+
+    train_set = build_dataset(image_root, "train", 32)
+    trainer, net = spos_trainer(small_space, save_dir=str(tmp_path), max_epoch=1)
+    trainer.fit(train_set)
+    good = {k: v.numpy().copy() for k, v in paddle.load(str(tmp_path / "final.pdparams")).items()}
+    files = sorted(os.listdir(tmp_path))
+    # A second run into the same folder (the trainer itself does not refuse; the CLI does) whose
+    # weight decay x lr = 1e6 makes the weights grow a million-fold per step until they overflow.
+    trainer, net = spos_trainer(small_space, save_dir=str(tmp_path), max_epoch=3, lr=1e8, momentum=0.0,
+                                weight_decay=1e-2)
+    stopped = (r"(non-finite loss \(loss (nan|inf)\) at epoch [12] step \d+: training stopped before the optimizer "
+               r"step|blocks\.\d+\.\S+ holds NaN or inf after epoch 1: checkpoint 'epoch_1' was not written); "
+               r"the last good checkpoint is .*final")
+    with pytest.raises(TrainingDiverged, match=stopped):
+        trainer.fit(train_set)
+    assert (tmp_path / "latest").read_text().strip() == "final"
+    assert sorted(os.listdir(tmp_path)) == files  # no new checkpoint
+    for key, value in paddle.load(str(tmp_path / "final.pdparams")).items():
+        np.testing.assert_array_equal(value.numpy(), good[key])
+
+
+def test_non_finite_weights_are_never_saved(small_space, tmp_path):
+    from hnas.trainer import TrainingDiverged
+
+    trainer, net = spos_trainer(small_space, save_dir=str(tmp_path))
+    trainer.prepare(steps_per_epoch=1)
+    net.blocks[3].conv1.weight.set_value(np.full(net.blocks[3].conv1.weight.shape, np.inf, dtype="float32"))
+    with pytest.raises(TrainingDiverged, match=r"blocks.3.conv1.weight holds NaN or inf .* checkpoint 'epoch_1' "
+                                               r"was not written; no checkpoint had been written yet"):
+        trainer.save("epoch_1")
+    assert not os.listdir(tmp_path)
+
+
+def test_the_first_non_finite_loss_stops_training_naming_epoch_and_step(small_space, image_root):
+    from hnas.trainer import TrainingDiverged
+
+    trainer, net = spos_trainer(small_space, max_epoch=2)
+    calls = []
+
+    def diverging_step(batch, ctx):
+        calls.append((ctx.epoch, ctx.step))
+        return {"loss": float("nan") if len(calls) == 3 else 1.0}
+
+    trainer.strategy.train_step = diverging_step
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss \(loss nan\) at epoch 1 step 3: training stopped "
+                                               r"before the optimizer step; nothing was saved"):
+        trainer.fit(build_dataset(image_root, "train", 32))
+    assert calls == [(0, 0), (0, 1), (0, 2)] and trainer.global_step == 2
