@@ -8,11 +8,11 @@ import paddle
 import pytest
 
 from hnas import losses
-from hnas.models import ResNetSuperNet
 from hnas.proxies import ZenPrior, zen_score_once
 from hnas.search_space import hamming_distance
 from hnas.strategies import StepContext, build_strategy
 from hnas.trainer import TrainConfig
+from test_strategies import RecordingSupernet
 
 
 def reference_alpha_divergence(student, teacher, alpha_min=-1.0, alpha_max=1.0, clip=3.0):
@@ -91,23 +91,11 @@ def batch():
             paddle.to_tensor(rng.integers(0, 10, 8)))
 
 
-class CountingSupernet(ResNetSuperNet):
-    def __init__(self, space):
-        super().__init__(space)
-        self.activated = []
-
-    def set_active(self, arch):
-        arch = super().set_active(arch)
-        if "activated" in self.__dict__:
-            self.activated.append(self.space.encode(arch))
-        return arch
-
-
 def test_rank_flops_weight_pairs_and_loss(small_space, batch):
     cfg = TrainConfig(dyna_batch_size=3)
     strategy = build_strategy({"name": "rank_flops", "num_pairs": 3, "margin": 0.05}, small_space, cfg)
     assert [strategy.rank_weight(e) for e in (0, 5, 10, 30)] == [0.0, 0.5, 1.0, 2.0]
-    net = CountingSupernet(small_space)
+    net = RecordingSupernet(small_space)
     logs = strategy.train_step(batch, StepContext(net, seed=0, epoch=0, step=0))
     assert len(net.activated) == 3 and logs["rank"] == 0.0  # first epoch: no pair forward passes at all
     net.activated.clear()
