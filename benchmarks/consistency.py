@@ -365,8 +365,10 @@ def print_table(data: dict, keys: list[str] | None = None, vary: list[str] | Non
     for key in keys or sorted(predictors, key=lambda k: (not k.startswith("proxy"), k)):
         r = predictors[key]
         name = key
-        if vary is not None and "knobs" in r:
-            name = r["knobs"]["strategy"] + "".join(f", {k} {_fmt(r['knobs'][k])}" for k in vary if k != "strategy")
+        if "knobs" in r:  # the strategy, then the knobs asked for (default: those off their default)
+            defaults = {**TRAIN_KNOBS, **RANK_KNOBS}
+            shown = vary if vary is not None else [k for k in sorted(r["knobs"]) if r["knobs"][k] != defaults.get(k)]
+            name = r["knobs"]["strategy"] + "".join(f", {k} {_fmt(r['knobs'][k])}" for k in shown if k != "strategy")
         train = f"{r['train_secs'] / 60:.1f}" if r.get("train_secs") else "-"
         lo, hi = r["score_range"]
         print(f"| {name} | {r['tau']:.3f} [{r['tau_ci'][0]:.2f}, {r['tau_ci'][1]:.2f}] | "
