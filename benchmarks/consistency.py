@@ -271,7 +271,7 @@ def train_supernet(args, knobs: dict) -> tuple[str, float]:
         cmd += ["--train_subset", str(knobs["train_images"])]
     if knobs["sampler"] == "distribution":  # the distribution of the 45,000 Track-1 test archs
         cmd += ["-o", f"Strategy.sampler={{name: distribution, archs_path: {TRACK1}}}"]
-    else:
+    elif knobs["sampler"] != "default":  # "default": the strategy's own (fairnas: fair, biased: biased)
         cmd += ["--sampler", knobs["sampler"]]
     if os.path.isfile(os.path.join(folder, "latest")):
         cmd += ["--resume", folder]
