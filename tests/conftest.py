@@ -5,6 +5,7 @@ Fixtures (names are stable; other test files rely on them):
         (base 8/16/16/32, divisor 2, 32 px, 10 classes), so every Track-1 code parses in it
         and a supernet forward takes milliseconds.
     imagenet_space: the competition space from ``configs/resnet48_imagenet.yaml``.
+    teacher_path: a full small-space ResNet saved as .pdparams (stand-in pretrained teacher).
     track1_codes: the 45,000 codes of ``checkpoints/CVPR_2022_NAS_Track1_test.json`` in file
         order, read once per session.
     randomize_bn: ``randomize_bn(model, seed=0)`` gives every BatchNorm (plain or super) of
@@ -53,6 +54,19 @@ def small_space() -> SearchSpace:
 @pytest.fixture(scope="session")
 def imagenet_space() -> SearchSpace:
     return SearchSpace.from_yaml(IMAGENET_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def teacher_path(tmp_path_factory, small_space) -> str:
+    """A full stand-alone ResNet of ``small_space`` saved as a ``.pdparams`` (a pretrained
+    teacher stand-in for the strategies that distil from one)."""
+    from hnas.models import ResNet
+    from hnas.models.pretrained import full_arch
+
+    paddle.seed(1)
+    path = str(tmp_path_factory.mktemp("teacher") / "resnet48.pdparams")
+    paddle.save(ResNet(full_arch(small_space), small_space).state_dict(), path)
+    return path
 
 
 @pytest.fixture(scope="session")

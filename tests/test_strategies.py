@@ -13,8 +13,8 @@ import pytest
 
 from hnas.callbacks import Callback
 from hnas.data import build_dataset, make_image_folder
-from hnas.models import ResNet, ResNetSuperNet
-from hnas.models.pretrained import build_teacher, full_arch
+from hnas.models import ResNetSuperNet
+from hnas.models.pretrained import build_teacher
 from hnas import losses
 from hnas.strategies import STRATEGIES, StepContext, build_strategy
 from hnas.trainer import TrainConfig, Trainer, build_optimizer
@@ -26,14 +26,6 @@ ALL_STRATEGIES = STRATEGIES.names()
 def image_root(tmp_path_factory):
     return make_image_folder(str(tmp_path_factory.mktemp("images")), num_classes=4, per_class=8,
                              image_size=32, seed=0)
-
-
-@pytest.fixture(scope="module")
-def teacher_path(tmp_path_factory, small_space):
-    paddle.seed(1)
-    path = str(tmp_path_factory.mktemp("teacher") / "resnet48.pdparams")
-    paddle.save(ResNet(full_arch(small_space), small_space).state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

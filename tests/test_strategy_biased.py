@@ -9,8 +9,8 @@ import numpy as np
 import paddle
 import pytest
 
-from hnas.models import ResNet, ResNetSuperNet
-from hnas.models.pretrained import build_teacher, full_arch
+from hnas.models import ResNetSuperNet
+from hnas.models.pretrained import build_teacher
 from hnas.sampling import BiasedSampler, build_sampler, channel_sum, make_rng
 from hnas.search_space import Arch
 from hnas.strategies import StepContext, build_strategy
@@ -79,14 +79,6 @@ def test_equal_sizes_do_not_collide(small_space):
     sampler = BiasedSampler(small_space, candidates=6, keep=3, target=FixedPool(pool))
     assert sampler.draw(make_rng(0)) == [a, b, mid]  # a drawn twice counts once
     assert sampler.draw(make_rng(0), 4) == [a, b, mid, small]
-
-
-@pytest.fixture(scope="module")
-def teacher_path(tmp_path_factory, small_space):
-    paddle.seed(1)
-    path = str(tmp_path_factory.mktemp("teacher") / "resnet48.pdparams")
-    paddle.save(ResNet(full_arch(small_space), small_space).state_dict(), path)
-    return path
 
 
 def make_biased(space, random_every=3, teacher=None, **cfg):
