@@ -107,13 +107,14 @@ def setup(args, cfg: dict):
 
 
 def setup_recipe(args, cfg: dict):
-    """Check a ``Phases`` recipe before anything trains; returns its phases, save_dir and space."""
+    """Check a ``Phases`` recipe before anything trains; returns its phases, save_dir, space and
+    its shared Train and Data configs."""
     if args.strategy is not None or cfg.get("Strategy"):
         raise ValueError("a recipe names a strategy in each phase: drop --strategy and the Strategy section")
     space = SearchSpace.from_config(section(cfg, "SearchSpace"))
     train_section = section(cfg, "Train")
     train_cfg = TrainConfig.from_config(train_section)
-    DataConfig.from_config(section(cfg, "Data"))
+    data_cfg = DataConfig.from_config(section(cfg, "Data"))
     save_dir = train_cfg.save_dir
     if args.resume is not None:
         if args.save_dir is not None and os.path.abspath(args.save_dir) != os.path.abspath(args.resume):
@@ -129,7 +130,7 @@ def setup_recipe(args, cfg: dict):
     elif os.path.isfile(os.path.join(save_dir, PLAN_FILE)):
         raise FileExistsError(f"{save_dir!r} already holds a recipe run; pass --resume {save_dir} to continue "
                               f"it, or choose another --save_dir")
-    return parse_phases(cfg["Phases"], space, save_dir, train_section), save_dir, space
+    return parse_phases(cfg["Phases"], space, save_dir, train_section), save_dir, space, train_cfg, data_cfg
 
 
 def main(argv=None) -> int:
@@ -172,13 +173,11 @@ def setup_dry_run(args, cfg: dict) -> None:
 def run_recipe(args, cfg: dict, prog: str) -> int:
     """Check, then (unless ``--dry_run``) train every phase of a recipe."""
     try:
-        phases, save_dir, space = setup_recipe(args, cfg)
+        phases, save_dir, space, train_cfg, data_cfg = setup_recipe(args, cfg)
         train_section = section(cfg, "Train")
         if args.dry_run:
             print(plan_table(phases, train_section))
             return 0
-        data_cfg = DataConfig.from_config(section(cfg, "Data"))
-        train_cfg = TrainConfig.from_config(train_section)
         datasets = build_datasets(data_cfg, max(space.image_sizes), train_cfg.seed)
         check_class_folders(data_cfg.image_dir, space.num_classes)
         is_main = int(os.environ.get("PADDLE_TRAINER_ID", "0")) == 0
