@@ -14,6 +14,11 @@ scratch on a fixed Fashion-MNIST protocol.  The benchmark
    grey level of the normalised zero);
 2. trains one supernet per setting through ``train_supernet.py run --strategy NAME`` and
    ranks the ground-truth archs with it through ``eval_supernet.py run``;
+   A recipe (``--recipe NAME``: ``configs/recipes/NAME_small.yaml``, several phases) is trained
+   at the same budget of images seen as a single-phase row, ``epochs x train_images``: every
+   phase (every few-shot child) runs one epoch, without warmup, over a fixed subset of
+   ``budget / phases`` training images, with the recipe's own strategies, learning rates and
+   optimiser; it is ranked through its recipe folder (few-shot archs by their own child);
 3. scores every predictor (each setting, and the zero-cost proxies FLOPs, params, Zen-score,
    SNIP, SynFlow) against the ground truth's per-arch mean over seeds: Kendall tau-b and
    Pearson, each with a 95% bootstrap interval over archs (2,000 resamples);
@@ -54,7 +59,10 @@ BOOTSTRAP = 2000
 # (SGD Nesterov 0.9, peak lr 0.1 at batch 128 = 0.2 per 256 images, wd 5e-4, cosine, no warmup).
 TRAIN_KNOBS = {"strategy": "spos", "epochs": 8, "batch_size": 128, "lr": 0.2, "weight_decay": 5e-4,
                "nesterov": True, "warmup": 0.0, "dyna_batch_size": 4, "sampler": "uniform", "seed": 0,
-               "train_images": 20000}
+               "train_images": 20000, "recipe": "none"}
+# Knobs a recipe sets per phase itself; a recipe row records them as "-".
+RECIPE_OWNS = ("strategy", "lr", "weight_decay", "nesterov", "warmup", "dyna_batch_size", "sampler")
+RECIPES = os.path.join(ROOT, "configs", "recipes")
 TRAIN_SET = 20000  # images in the exported training subset (2,000 per class)
 RANK_KNOBS = {"calib_batches": 5, "eval_batch": 100, "eval_images": 1000, "score": "acc",
               "finetune_steps": 0, "finetune_lr": 0.02, "finetune_batch": 128, "finetune_init": "supernet"}
@@ -194,8 +202,9 @@ def score_predictor(pred: dict[str, float], truth: dict[str, float]) -> dict:
 
 # ---------------------------------------------------------------------------- settings
 def setting_key(knobs: dict) -> str:
-    """The cache key of a setting: every knob, sorted by name, ``name=value`` joined by spaces."""
-    return " ".join(f"{k}={_fmt(v)}" for k, v in sorted(knobs.items()))
+    """The cache key of a setting: every knob, sorted by name, ``name=value`` joined by spaces
+    (``recipe=none`` left out, so keys from before recipes existed still match)."""
+    return " ".join(f"{k}={_fmt(v)}" for k, v in sorted(knobs.items()) if (k, v) != ("recipe", "none"))
 
 
 def _fmt(value) -> str:
@@ -219,8 +228,34 @@ def expand_settings(grid: dict[str, list]) -> list[dict]:
     names = sorted(grid)
     out = []
     for values in itertools.product(*(grid[n] for n in names)):
-        out.append({**defaults, **dict(zip(names, values))})
+        knobs = {**defaults, **dict(zip(names, values))}
+        if knobs["recipe"] != "none":
+            clash = sorted(set(grid) & set(RECIPE_OWNS))
+            if clash:
+                raise ValueError(f"--{clash[0]} does not apply to --recipe rows: the recipe sets it per phase")
+            path = recipe_config(knobs["recipe"])
+            if not os.path.isfile(path):
+                known = sorted(f[:-len("_small.yaml")] for f in os.listdir(RECIPES) if f.endswith("_small.yaml"))
+                raise ValueError(f"no recipe {knobs['recipe']!r} ({path} is missing); known: {', '.join(known)}")
+            knobs.update({k: "-" for k in RECIPE_OWNS})
+        out.append(knobs)
     return out
+
+
+def recipe_config(name: str) -> str:
+    return os.path.join(RECIPES, f"{name}_small.yaml")
+
+
+def recipe_phase_runs(name: str) -> tuple[int, int]:
+    """``(entries, runs)`` of a recipe: its ``Phases`` entries, and the phases they train
+    (a few-shot split entry trains one child per value)."""
+    from hnas.config import load_config, section
+    from hnas.phases import parse_phases
+    from hnas.search_space import SearchSpace
+
+    cfg = load_config(recipe_config(name))
+    space = SearchSpace.from_config(section(cfg, "SearchSpace"))
+    return len(cfg["Phases"]), len(parse_phases(cfg["Phases"], space, os.devnull, section(cfg, "Train")))
 
 
 def split_knobs(knobs: dict) -> tuple[dict, dict]:
@@ -259,6 +294,8 @@ def train_supernet(args, knobs: dict) -> tuple[str, float]:
     if os.path.isfile(meta):
         with open(meta) as f:
             return folder, json.load(f)["secs"]
+    if knobs["recipe"] != "none":
+        return train_recipe(args, knobs, key, folder, meta)
     cmd = [sys.executable, "train_supernet.py", "run", "--config", CONFIG, "--image_dir", args.data,
            "--save_dir", folder, "--strategy", knobs["strategy"], "--max_epoch", str(knobs["epochs"]),
            "--batch_size", str(knobs["batch_size"]), "--lr", str(knobs["lr"]),
@@ -279,6 +316,30 @@ def train_supernet(args, knobs: dict) -> tuple[str, float]:
         import shutil
         shutil.rmtree(folder)
     print(f"  training {key}", flush=True)
+    secs = run(cmd, os.path.join(args.workdir, "logs", f"train_{short_hash(key)}.log"))
+    with open(meta, "w") as f:
+        json.dump({"key": key, "secs": secs, "command": " ".join(cmd)}, f, indent=1)
+    return folder, secs
+
+
+def train_recipe(args, knobs: dict, key: str, folder: str, meta: str) -> tuple[str, float]:
+    """Train a recipe at the budget of ``knobs`` (see the module docstring); returns like
+    :func:`train_supernet`."""
+    entries, runs = recipe_phase_runs(knobs["recipe"])
+    per_epoch = knobs["epochs"] * knobs["train_images"] // runs
+    if per_epoch < knobs["batch_size"]:
+        raise ValueError(f"a budget of {knobs['epochs'] * knobs['train_images']} images over the {runs} phases "
+                         f"of {knobs['recipe']} gives {per_epoch} per phase, less than one batch")
+    cmd = [sys.executable, "train_supernet.py", "run", "--config", recipe_config(knobs["recipe"]),
+           "--image_dir", args.data, "--batch_size", str(knobs["batch_size"]), "--seed", str(knobs["seed"]),
+           "--num_workers", "0", "--log_freq", "50", "--train_subset", str(per_epoch), "-o", "Train.warmup=0"]
+    for i in range(entries):
+        cmd += ["-o", f"Phases.{i}.epochs=1", "-o", f"Phases.{i}.warmup=0"]
+    if os.path.isfile(os.path.join(folder, "recipe.json")):
+        cmd += ["--resume", folder]
+    else:
+        cmd += ["--save_dir", folder]
+    print(f"  training {key} ({runs} phases of {per_epoch} images)", flush=True)
     secs = run(cmd, os.path.join(args.workdir, "logs", f"train_{short_hash(key)}.log"))
     with open(meta, "w") as f:
         json.dump({"key": key, "secs": secs, "command": " ".join(cmd)}, f, indent=1)
@@ -368,7 +429,10 @@ def print_table(data: dict, keys: list[str] | None = None, vary: list[str] | Non
         if "knobs" in r:  # the strategy, then the knobs asked for (default: those off their default)
             defaults = {**TRAIN_KNOBS, **RANK_KNOBS}
             shown = vary if vary is not None else [k for k in sorted(r["knobs"]) if r["knobs"][k] != defaults.get(k)]
-            name = r["knobs"]["strategy"] + "".join(f", {k} {_fmt(r['knobs'][k])}" for k in shown if k != "strategy")
+            recipe = r["knobs"].get("recipe", "none")
+            name = r["knobs"]["strategy"] if recipe == "none" else f"recipe {recipe}"
+            name += "".join(f", {k} {_fmt(r['knobs'][k])}" for k in shown
+                            if k not in ("strategy", "recipe") and r["knobs"][k] != "-")
         train = f"{r['train_secs'] / 60:.1f}" if r.get("train_secs") else "-"
         lo, hi = r["score_range"]
         print(f"| {name} | {r['tau']:.3f} [{r['tau_ci'][0]:.2f}, {r['tau_ci'][1]:.2f}] | "

@@ -120,7 +120,8 @@ def test_a_setting_key_names_every_knob_and_changes_with_any(bench):
     knobs = bench.expand_settings({})[0]
     key = bench.setting_key(knobs)
     for name in {**bench.TRAIN_KNOBS, **bench.RANK_KNOBS}:
-        assert f"{name}=" in key
+        assert (f"{name}=" in key) == (name != "recipe")  # recipe=none: keys from before recipes match
+    assert "recipe=few_shot" in bench.setting_key({**knobs, "recipe": "few_shot"})
     assert bench.setting_key(dict(reversed(list(knobs.items())))) == key  # order-free
     for name, value in (("epochs", 3), ("finetune_steps", 10), ("nesterov", False), ("lr", 0.1)):
         assert bench.setting_key({**knobs, name: value}) != key
@@ -135,6 +136,17 @@ def test_settings_expand_to_every_combination(bench):
     assert all(s["lr"] == bench.TRAIN_KNOBS["lr"] for s in settings)
     with pytest.raises(ValueError, match="unknown knob"):
         bench.expand_settings({"epoch": [1]})
+
+
+def test_a_recipe_row_owns_its_per_phase_knobs_and_counts_its_phases(bench):
+    (knobs,) = bench.expand_settings({"recipe": ["few_shot"], "epochs": [1], "train_images": [5000]})
+    assert all(knobs[k] == "-" for k in bench.RECIPE_OWNS) and knobs["epochs"] == 1
+    assert bench.recipe_phase_runs("few_shot") == (2, 8)  # one-shot, then 7 stage-4 width children
+    assert bench.recipe_phase_runs("ofa_progressive") == (5, 5)
+    with pytest.raises(ValueError, match="--lr does not apply to --recipe"):
+        bench.expand_settings({"recipe": ["few_shot"], "lr": [0.1]})
+    with pytest.raises(ValueError, match="no recipe 'fewshot'.*known: .*few_shot"):
+        bench.expand_settings({"recipe": ["fewshot"]})
 
 
 def test_a_predictor_missing_an_arch_is_refused(bench):
