@@ -10,7 +10,9 @@ ones), top-1 on M fixed validation images at the image size its code selects.  S
 takes archs i with i % N == I and appends each result to ``SAVE_PATH.shardIofN.jsonl``; a
 restart resumes there.  With one shard the submission is written at the end; with several,
 ``--merge_only`` writes it (``eval_supernet.sh`` does both).  Under
-``paddle.distributed.launch`` each rank takes its own shard unless ``--shard`` is given.
+``paddle.distributed.launch`` each rank takes its own shard unless ``--shard`` is given: its global
+rank, so shards of several nodes add up.  ``--merge_only --wait_for_shards S`` waits up to S
+seconds for shards still being ranked (by other nodes) before merging.
 Settings: command line, then ``-o`` overrides, then the config's ``Eval`` section.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 import warnings
 
 with warnings.catch_warnings():
@@ -27,7 +30,7 @@ with warnings.catch_warnings():
     from hnas.config import check_keys, load_config, section
     from hnas.data import SKIP_HINT, ImageFolder, UnreadableImageError, check_class_folders, error_line
     from hnas.evaluator import (EVAL_DEFAULTS, SubnetRanker, load_supernet, merge_shards,
-                                rank_shard)
+                                rank_shard, read_shard, shard_keys, shard_path)
     from hnas.io import read_arch_json, refuse_overwrite
     from hnas.phases import is_recipe_folder, load_recipe_ranker
     from hnas.search_space import ArchCodeError, SearchSpace, validate_codes
@@ -56,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--num_shards", type=int, help="N (default: launcher world size, else 1)")
     run.add_argument("--shard", type=int, help="I in 0..N-1 (default: launcher rank, else 0)")
     run.add_argument("--merge_only", action="store_true", help="only merge the N shard files")
+    run.add_argument("--wait_for_shards", type=float, default=0, metavar="SECONDS",
+                     help="with --merge_only: wait up to SECONDS for every shard file to hold all its archs "
+                          "(other nodes still ranking)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
     run.add_argument("-o", dest="overrides", action="append", default=[], metavar="Section.key=value",
                      help="config override, repeatable")
@@ -106,8 +112,17 @@ def run(args: argparse.Namespace) -> None:
     if os.path.isdir(args.save_path):
         raise ValueError(f"--save_path {args.save_path!r} is a folder; give the submission file to write")
     refuse_overwrite(args.save_path, [args.json_path, args.config, *checkpoint_files(args.resume)])
+    if args.wait_for_shards and not args.merge_only:
+        raise ValueError("--wait_for_shards goes with --merge_only")
     if args.merge_only:
-        merge_shards(args.json_path, args.save_path, num_shards)
+        waited = wait_for_shards(args.json_path, args.save_path, num_shards, args.wait_for_shards)
+        try:
+            merge_shards(args.json_path, args.save_path, num_shards)
+        except (OSError, ValueError) as exc:
+            if not waited:
+                raise
+            raise ValueError(f"after waiting {waited:.0f} s for other nodes: {exc}; if the shard files are on "
+                             f"another machine, copy them beside {args.save_path} and rerun --merge_only") from None
         print(f"merged {num_shards} shard(s) into {args.save_path}", file=sys.stderr)
         return
     missing = [f"--{name}" for name in ("config", "resume") if getattr(args, name) is None]
@@ -138,6 +153,35 @@ def run(args: argparse.Namespace) -> None:
     else:
         print(f"shard {shard} of {num_shards} done; merge with --merge_only --num_shards {num_shards}",
               file=sys.stderr)
+
+
+def wait_for_shards(json_path: str, save_path: str, num_shards: int, timeout: float) -> float:
+    """Poll until every shard file holds all its archs or ``timeout`` seconds pass: after a
+    multi-node ranking the launcher of one node ends without waiting for the other nodes.
+    Returns the seconds waited in vain (0 when every shard is complete or nothing was to wait)."""
+    if timeout <= 0:
+        return 0.0
+    keys = list(read_arch_json(json_path))
+    start = time.monotonic()
+    while True:
+        pending = [shard for shard in range(num_shards) if not shard_is_complete(keys, save_path, shard, num_shards)]
+        waited = time.monotonic() - start
+        if not pending:
+            return 0.0
+        if waited >= timeout:
+            return waited
+        time.sleep(min(5.0, timeout - waited))
+
+
+def shard_is_complete(keys: list[str], save_path: str, shard: int, num_shards: int) -> bool:
+    path = shard_path(save_path, shard, num_shards)
+    if not os.path.isfile(path):
+        return False
+    try:
+        _, results, _ = read_shard(path)
+    except ValueError:
+        return True  # a damaged file: merge_shards names the line
+    return all(key in results for key in shard_keys(keys, shard, num_shards))
 
 
 def checkpoint_files(resume: str | None) -> list[str]:

@@ -12,6 +12,11 @@
 #             OMP_NUM_THREADS = cores / NPROC unless OMP_NUM_THREADS is set
 #   PYTHON    interpreter (default .venv/bin/python if present, else python)
 #   LOG_DIR   launcher logs, one workerlog.N per rank (default log/eval_supernet)
+#   NNODES    machines ranking together (default 1); with NNODES > 1 also set on every machine
+#   MASTER    ip:port of node 0, the launcher's rendezvous (the same on every machine)
+#   NODE_RANK this machine's node rank, 0..NNODES-1.  Shards follow the global rank; node 0
+#             merges once every shard file is complete (it waits up to MERGE_WAIT seconds,
+#             default 3600), so --save_path must be on a filesystem all machines share.
 # Rerunning the same command resumes every shard where it stopped.  Paths are relative to the
 # folder you run from (LOG_DIR's default is relative to this repository).
 set -euo pipefail
@@ -32,6 +37,22 @@ else
   launch=(--devices "$DEVICES")
 fi
 
+NNODES=${NNODES:-1}
+if [ "$NNODES" -gt 1 ]; then
+  if [ -z "${MASTER:-}" ] || [ -z "${NODE_RANK:-}" ]; then
+    echo "eval_supernet.sh: error: NNODES=$NNODES needs MASTER=ip:port (node 0) and NODE_RANK=0..$(( NNODES - 1 )) on every machine" >&2
+    exit 2
+  fi
+  nshards=$(( nshards * NNODES ))
+  launch+=(--master "$MASTER" --nnodes "$NNODES" --rank "$NODE_RANK")
+fi
+
 "$PYTHON" -m paddle.distributed.launch --log_dir "$LOG_DIR" "${launch[@]}" \
   "$ROOT/eval_supernet.py" run "$@" --num_shards "$nshards"
-"$PYTHON" "$ROOT/eval_supernet.py" run "$@" --num_shards "$nshards" --merge_only
+if [ "${NODE_RANK:-0}" -eq 0 ]; then
+  wait=()
+  if [ "$NNODES" -gt 1 ]; then wait=(--wait_for_shards "${MERGE_WAIT:-3600}"); fi
+  "$PYTHON" "$ROOT/eval_supernet.py" run "$@" --num_shards "$nshards" --merge_only ${wait[@]+"${wait[@]}"}
+else
+  echo "eval_supernet.sh: node $NODE_RANK ranked its shards; node 0 merges them" >&2
+fi

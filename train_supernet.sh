@@ -4,6 +4,12 @@
 #   DEVICES=0,1,2,3 sh train_supernet.sh                 # 4 GPUs (default)
 #   NPROC=2 sh train_supernet.sh --image_dir data/mini   # 2 CPU processes (gloo), no GPU
 #   sh train_supernet.sh --resume checkpoints/res48      # continue a stopped run exactly
+#   MASTER=10.0.0.1:8090 NNODES=2 NODE_RANK=0 sh train_supernet.sh   # on machine 0, and
+#   MASTER=10.0.0.1:8090 NNODES=2 NODE_RANK=1 sh train_supernet.sh   # on machine 1: 2 x 4 GPUs
+#
+# With NNODES > 1, MASTER (ip:port of node 0, the launcher's rendezvous) and NODE_RANK are
+# needed on every machine; global rank 0 (on node 0) writes --save_dir.  --resume then needs the
+# checkpoint on every machine (a shared filesystem), since every rank loads it.
 #
 # Extra arguments are passed to train_supernet.py and win over the ones below.  Paths given
 # on the command line are relative to the folder you run from; the defaults below (and the
@@ -34,6 +40,13 @@ if [ -n "$NPROC" ]; then
     LAUNCH="--nproc_per_node $NPROC"
 else
     LAUNCH="--devices ${DEVICES:-0,1,2,3}"
+fi
+if [ "${NNODES:-1}" -gt 1 ]; then
+    if [ -z "${MASTER:-}" ] || [ -z "${NODE_RANK:-}" ]; then
+        echo "train_supernet.sh: error: NNODES=$NNODES needs MASTER=ip:port (node 0) and NODE_RANK=0..$(( NNODES - 1 )) on every machine" >&2
+        exit 2
+    fi
+    LAUNCH="$LAUNCH --master $MASTER --nnodes $NNODES --rank $NODE_RANK"
 fi
 
 "$PYTHON" -m paddle.distributed.launch $LAUNCH --log_dir "${LOG_DIR:-$ROOT/log/train_supernet}" \
