@@ -10,7 +10,7 @@ Eval settings unless overridden), for the first ``--archs`` Track-1 codes:
    <= 1.2.
 2. Throughput of fresh worker processes ranking the same archs: 1 process x 1 thread,
    1 process x 2 threads, 2 processes x 1 thread (OMP_NUM_THREADS; each process its
-   round-robin shard).  Workers decode their images, then start together; a run's time is
+   shard).  Workers decode their images, then start together; a run's time is
    its slowest worker's ranking loop; the CPU seconds a worker got per wall second show
    whether other work competed for the cores.  Goal: 2 x 1 at least 1.8 x the 1 x 2
    throughput.
@@ -82,8 +82,8 @@ def worker(args) -> None:
     """One ranking process: set up, report ready, wait for 'go', rank its shard, report time."""
     space = SearchSpace.from_config(section(load_config(args.config), "SearchSpace"))
     supernet, _ = load_supernet(space, args.checkpoint)
-    codes = [e["arch"] for e in read_arch_json(args.json_path).values()]
-    mine = shard_keys(codes, args.shard, args.num_shards)
+    archs = read_arch_json(args.json_path)
+    mine = [archs[key]["arch"] for key in shard_keys(archs, args.shard, args.num_shards, space)]
     ranker = SubnetRanker(supernet, args.image_dir, args.calib_batches, args.eval_images, args.batch_size)
     ranker.score(mine[0])  # decode images and warm up before the clock starts
     print("ready", flush=True)

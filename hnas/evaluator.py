@@ -6,13 +6,16 @@ and kept as tensors; the network is never rebuilt.  Recalibration rewrites every
 statistic the arch reads, so a score does not depend on which archs ran before it, and
 shards, restarts and a single uninterrupted run give the same numbers.
 
-A shard ``I`` of ``N`` takes archs ``i`` with ``i % N == I`` (round-robin in file order, so
-shards stay balanced whatever the order of the list) and appends one JSON line per finished
-arch to ``{save_path}.shard{I}of{N}.jsonl``; :func:`merge_shards` writes the submission.
+Archs that share the stem and stage 1 (:func:`prefix_key`) are scored as a group that runs
+those layers once (:meth:`SubnetRanker.score_many`); the scores are those of arch-by-arch
+ranking.  A shard ``I`` of ``N`` takes its run of archs (:func:`shard_keys`, groups kept whole)
+and appends one JSON line per finished arch to ``{save_path}.shard{I}of{N}.jsonl``;
+:func:`merge_shards` writes the submission.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -40,10 +43,19 @@ except ImportError:  # Windows: shard files are not locked
 BN_TYPES = (nn.BatchNorm, nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.SyncBatchNorm)
 EVAL_DEFAULTS = {"calib_batches": 10, "eval_images": 1000, "batch_size": 100, "seed": 0,
                  "score": "acc", "finetune_steps": 0, "finetune_lr": 0.02, "finetune_batch_size": 128,
-                 "finetune_init": "supernet"}
+                 "finetune_init": "supernet", "prefix_cache_mb": 1024}
 SCORES = ("acc", "loss")  # top-1, or minus the mean cross-entropy (higher = better for both)
 FINETUNE_KEY = 0xF1E7  # seed offset of the fine-tuning images, apart from the calibration ones
 FLOAT_CACHE_BYTES = 1 << 30  # fixed images up to 1 GiB as float32; beyond, uint8 (normalised per batch)
+
+
+def prefix_key(space: SearchSpace, arch: Arch) -> tuple:
+    """What the stem and stage 1 of ``arch`` compute depends on: image size, stem width, and
+    stage 1's depth and widths.  Archs with one key share those layers' outputs exactly, in
+    training mode (the calibration of later layers) and after recalibration (evaluation), since
+    a BN layer's statistics depend only on the layers before it."""
+    w = space.widths(arch)
+    return w.image_size, w.stem, w.conv1[0], w.stage[0]
 
 
 def recalibrate_bn(model: nn.Layer, batches: Iterable) -> int:
@@ -64,37 +76,59 @@ def recalibrate_bn(model: nn.Layer, batches: Iterable) -> int:
     Returns:
         The number of images used.
     """
-    layers = model.sublayers(include_self=True)
-    flags = [layer.training for layer in layers]
-    bn_layers = [layer for layer in layers if isinstance(layer, BN_TYPES)]
-    momenta = [layer._momentum for layer in bn_layers]
-    seen = [0] * len(bn_layers)
-
-    def cumulative_momentum(index):
-        def hook(layer, inputs):
-            n = int(inputs[0].shape[0])
-            layer._momentum = seen[index] / (seen[index] + n)
-            seen[index] += n
-        return hook
-
-    handles = [layer.register_forward_pre_hook(cumulative_momentum(i)) for i, layer in enumerate(bn_layers)]
     images = 0
-    try:
-        for layer in layers:  # set flags directly: Layer.train() also flips the global tracer mode
-            layer.training = isinstance(layer, BN_TYPES)
-        with paddle.no_grad():
-            for batch in batches:
-                batch = batch if isinstance(batch, paddle.Tensor) else paddle.to_tensor(batch)
-                model(batch)
-                images += int(batch.shape[0])
-    finally:
-        for handle in handles:
-            handle.remove()
-        for layer, momentum in zip(bn_layers, momenta):
-            layer._momentum = momentum
-        for layer, flag in zip(layers, flags):
-            layer.training = flag
+    with CalibrationPass(model) as calibrate:
+        for batch in batches:
+            images += int(calibrate(batch).shape[0])
     return images
+
+
+class CalibrationPass:
+    """The forward passes of :func:`recalibrate_bn`, one batch per call, returning the outputs.
+
+    ``seen`` images already averaged into the statistics (by an earlier pass over the same
+    layers) continue the cumulative average, so a calibration split into several passes gives
+    the statistics of one pass over all batches.  A context manager: hooks, flags and momenta
+    are set on entry and restored on exit.
+    """
+
+    def __init__(self, model: nn.Layer, seen: int = 0):
+        self.model, self.start = model, seen
+
+    def __enter__(self):
+        self.layers = self.model.sublayers(include_self=True)
+        self.flags = [layer.training for layer in self.layers]
+        self.bn_layers = [layer for layer in self.layers if isinstance(layer, BN_TYPES)]
+        self.momenta = [layer._momentum for layer in self.bn_layers]
+        seen = [self.start] * len(self.bn_layers)
+
+        def cumulative_momentum(index):
+            def hook(layer, inputs):
+                n = int(inputs[0].shape[0])
+                layer._momentum = seen[index] / (seen[index] + n)
+                seen[index] += n
+            return hook
+
+        self.handles = [layer.register_forward_pre_hook(cumulative_momentum(i))
+                        for i, layer in enumerate(self.bn_layers)]
+        for layer in self.layers:  # set flags directly: Layer.train() also flips the global tracer mode
+            layer.training = isinstance(layer, BN_TYPES)
+        self.no_grad = paddle.no_grad()
+        self.no_grad.__enter__()
+        return self
+
+    def __call__(self, batch) -> paddle.Tensor:
+        return self.model(batch if isinstance(batch, paddle.Tensor) else paddle.to_tensor(batch))
+
+    def __exit__(self, *exc):
+        self.no_grad.__exit__(*exc)
+        for handle in self.handles:
+            handle.remove()
+        for layer, momentum in zip(self.bn_layers, self.momenta):
+            layer._momentum = momentum
+        for layer, flag in zip(self.layers, self.flags):
+            layer.training = flag
+        return False
 
 
 def top1_accuracy(model: nn.Layer, batches: Iterable[tuple]) -> float:
@@ -220,16 +254,21 @@ class SubnetRanker:
         finetune_init: ``"supernet"`` (the inherited weights) or ``"scratch"`` (a fresh
             stand-alone network initialised from ``seed``: a short stand-alone training, the
             reference a supernet's ranking should beat at equal cost).
+        prefix_cache_mb: memory :meth:`score_many` may hold for one group's stage-1 outputs
+            (see there); it changes the speed, never the scores.
+        reuse_prefix: False makes :meth:`score_many` score arch by arch (for comparisons).
     """
 
     def __init__(self, supernet: ResNetSuperNet, image_dir: str, calib_batches: int, eval_images: int,
                  batch_size: int, seed: int = 0, score: str = "acc", finetune_steps: int = 0,
                  finetune_lr: float = 0.02, finetune_batch_size: int = 128, on_error: str = "raise",
-                 finetune_init: str = "supernet"):
+                 finetune_init: str = "supernet", prefix_cache_mb: int = 1024, reuse_prefix: bool = True):
         if score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
         if finetune_init not in ("supernet", "scratch"):
             raise ValueError(f"finetune_init must be 'supernet' or 'scratch'; got {finetune_init!r}")
+        if prefix_cache_mb < 1:
+            raise ValueError(f"prefix_cache_mb must be at least 1; got {prefix_cache_mb}")
         if finetune_steps < 0 or finetune_batch_size < 1 or not finetune_lr > 0:
             raise ValueError(f"need finetune_steps >= 0, finetune_batch_size >= 1, finetune_lr > 0; got "
                              f"{finetune_steps}, {finetune_batch_size}, {finetune_lr}")
@@ -241,6 +280,7 @@ class SubnetRanker:
         self.metric, self.finetune_steps = score, finetune_steps
         self.finetune_lr, self.finetune_batch_size = finetune_lr, finetune_batch_size
         self.finetune_init = finetune_init
+        self.prefix_cache_bytes, self.reuse_prefix = prefix_cache_mb << 20, reuse_prefix
         self._images: dict[int, FixedImages] = {}
         self.on_error = on_error  # an unreadable image: "raise" (ranking), or "skip" (training's --on_error)
         self._finetune_images: dict[int, FixedImages] = {}
@@ -311,16 +351,114 @@ class SubnetRanker:
             for i, (batch, labels) in enumerate(images.eval_batches()):
                 if i % num_shards != shard:
                     continue
-                logits = model(batch)
-                if self.metric == "acc":
-                    total += int((logits.argmax(axis=1) == labels).astype("int64").sum().item())
-                else:
-                    loss = paddle.nn.functional.cross_entropy(logits, labels.reshape([-1, 1]), reduction="sum")
-                    total -= float(loss.item())
+                total += self._metric_sum(model(batch), labels)
                 count += int(labels.shape[0])
         if count == 0 and num_shards == 1:
             raise ValueError("no evaluation images")
         return total, count
+
+    def _metric_sum(self, logits: paddle.Tensor, labels: paddle.Tensor) -> float:
+        """Hits (``acc``) or minus the summed cross-entropy (``loss``) of one batch."""
+        if self.metric == "acc":
+            return int((logits.argmax(axis=1) == labels).astype("int64").sum().item())
+        loss = paddle.nn.functional.cross_entropy(logits, labels.reshape([-1, 1]), reduction="sum")
+        return -float(loss.item())
+
+    # ------------------------------------------------------------------ prefix reuse
+    def score_many(self, archs: Iterable[tuple[str, Arch | str]]) -> Iterator[tuple[str, float]]:
+        """``(key, score)`` for every ``(key, arch)``: exactly :meth:`score`'s numbers, faster.
+
+        Archs with one :func:`prefix_key` (stem and stage 1) are scored as a group: the stem
+        and stage 1 run once per group on the calibration batches (recalibrating their BN) and
+        on the evaluation images, and only stages 2-4 and the head run per arch, on those
+        outputs.  The outputs are kept while they fit in ``prefix_cache_mb`` (then archs
+        finish one by one); a larger group runs in chunks of images, each arch's stage 2-4
+        statistics saved between chunks, and its archs finish together.  Groups come in
+        order of first appearance.  With ``finetune_steps`` every arch runs alone.
+        """
+        items = [(key, self.space.parse(a) if isinstance(a, str) else a) for key, a in archs]
+        if self.finetune_steps or not self.reuse_prefix:
+            for key, arch in items:
+                yield key, self.score(arch)
+            return
+        groups: dict[tuple, list] = {}
+        for key, arch in items:
+            groups.setdefault(prefix_key(self.space, arch), []).append((key, arch))
+        for members in groups.values():
+            if len(members) == 1:
+                yield members[0][0], self.score(members[0][1])
+            else:
+                yield from self._score_group(members)
+
+    def _score_group(self, members: list[tuple[str, Arch]]) -> Iterator[tuple[str, float]]:
+        supernet = self.supernet
+        supernet.set_active(members[0][1])
+        images = self.images(self.space.image_sizes[members[0][1].image_code - 1])
+        prefix = nn.Sequential(*[supernet.blocks[i] for i in supernet.active_blocks()[:1 + members[0][1].depths[0]]])
+        per_image = self._prefix_bytes_per_image(prefix, images)
+        if per_image * (images.num_calibration + images.num_eval) <= self.prefix_cache_bytes:
+            with CalibrationPass(prefix) as calibrate:
+                calibration = [calibrate(batch) for batch in images.calibration_batches()]
+            with paddle.no_grad():
+                evaluation = [(prefix(batch), labels) for batch, labels in images.eval_batches()]
+            for key, arch in members:
+                rest = self._rest_of(arch)
+                with CalibrationPass(rest) as calibrate:
+                    for batch in calibration:
+                        calibrate(batch)
+                yield key, self._rest_score(rest, evaluation)
+            return
+        yield from self._score_group_in_chunks(members, prefix, images, max(1, self.prefix_cache_bytes // per_image))
+
+    def _score_group_in_chunks(self, members, prefix, images, chunk_images: int) -> Iterator[tuple[str, float]]:
+        saved: dict[str, list] = {}
+        seen = 0
+        for chunk in _chunks(images.calibration_batches(), chunk_images):
+            with CalibrationPass(prefix, seen) as calibrate:
+                outputs = [calibrate(batch) for batch in chunk]
+            for key, arch in members:
+                rest = self._rest_of(arch)
+                if key in saved:
+                    _restore_statistics(rest, saved[key])
+                with CalibrationPass(rest, seen) as calibrate:
+                    for batch in outputs:
+                        calibrate(batch)
+                saved[key] = _statistics(rest)
+            seen += sum(int(b.shape[0]) for b in chunk)
+        sums = {key: 0.0 for key, _ in members}
+        count = 0
+        for chunk in _chunks(images.eval_batches(), chunk_images, images=lambda pair: pair[0]):
+            with paddle.no_grad():
+                evaluation = [(prefix(batch), labels) for batch, labels in chunk]
+            for key, arch in members:
+                rest = self._rest_of(arch)
+                if key in saved:
+                    _restore_statistics(rest, saved[key])
+                sums[key] += self._rest_score(rest, evaluation, mean=False)
+            count += sum(int(labels.shape[0]) for _, labels in chunk)
+        for key, _ in members:
+            yield key, sums[key] / count
+
+    def _rest_of(self, arch: Arch) -> nn.Sequential:
+        """Activate ``arch``; its layers after stage 1, head included."""
+        self.supernet.set_active(arch)
+        blocks = self.supernet.active_blocks()[1 + arch.depths[0]:]
+        return nn.Sequential(*[self.supernet.blocks[i] for i in blocks])
+
+    def _rest_score(self, rest: nn.Layer, evaluation: list, mean: bool = True) -> float:
+        total, count = 0.0, 0
+        with paddle.no_grad():
+            for features, labels in evaluation:
+                total += self._metric_sum(rest(features), labels)
+                count += int(labels.shape[0])
+        return total / count if mean else total
+
+    @staticmethod
+    def _prefix_bytes_per_image(prefix: nn.Layer, images: "FixedImages") -> int:
+        """Bytes of one image's stage-1 output (one eval-mode forward of one image)."""
+        first = next(iter(images.eval_batches()))[0][:1]
+        with paddle.no_grad():
+            return 4 * int(np.prod(prefix(first).shape))
 
     def finetune(self, model: nn.Layer, image_size: int) -> None:
         """``finetune_steps`` SGD steps of ``model`` on the fixed fine-tuning batches (see the
@@ -358,6 +496,33 @@ class SubnetRanker:
         return cache.train_labels
 
 
+def _chunks(batches: Iterable, max_images: int, images=lambda batch: batch) -> Iterator[list]:
+    """Consecutive lists of ``batches`` of at most ``max_images`` images (at least one batch)."""
+    chunk, held = [], 0
+    for batch in batches:
+        n = int(images(batch).shape[0])
+        if chunk and held + n > max_images:
+            yield chunk
+            chunk, held = [], 0
+        chunk.append(batch)
+        held += n
+    if chunk:
+        yield chunk
+
+
+def _statistics(model: nn.Layer) -> list:
+    """Copies of the running statistics of ``model``'s BN layers."""
+    return [(layer._mean.clone(), layer._variance.clone())
+            for layer in model.sublayers(include_self=True) if isinstance(layer, BN_TYPES)]
+
+
+def _restore_statistics(model: nn.Layer, saved: list) -> None:
+    layers = [layer for layer in model.sublayers(include_self=True) if isinstance(layer, BN_TYPES)]
+    for layer, (mean, variance) in zip(layers, saved):
+        layer._mean.set_value(mean)
+        layer._variance.set_value(variance)
+
+
 def load_supernet(space: SearchSpace, checkpoint: str) -> tuple[ResNetSuperNet, str]:
     """A supernet of ``space`` holding ``checkpoint`` (folder, or path with or without .pdparams).
 
@@ -381,11 +546,22 @@ def shard_path(save_path: str, shard: int, num_shards: int) -> str:
     return f"{save_path}.shard{shard}of{num_shards}.jsonl"
 
 
-def shard_keys(keys: list[str], shard: int, num_shards: int) -> list[str]:
-    """Round-robin: the keys at positions ``i`` with ``i % num_shards == shard``."""
+def shard_keys(archs: Mapping[str, dict], shard: int, num_shards: int, space: SearchSpace) -> list[str]:
+    """The keys of ``archs`` (``{key: {"arch": code}}``) that shard ``shard`` of ``num_shards`` ranks.
+
+    Archs sharing a stem and stage 1 (:func:`prefix_key`) stay in one shard, so
+    :meth:`SubnetRanker.score_many` computes those layers once per group.  The groups are put in
+    a fixed pseudo-random order (a hash of the key, so every shard size gets a mix of cheap and
+    dear groups) and the archs in that order are cut into ``num_shards`` runs of equal length
+    (within one); only the groups at the cuts are split.
+    """
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
-    return keys[shard::num_shards]
+    keys = list(archs)
+    labels = [repr(prefix_key(space, space.parse(archs[k]["arch"]))) for k in keys]
+    order = sorted(range(len(keys)), key=lambda i: (hashlib.sha1(labels[i].encode()).hexdigest(), i))
+    start, stop = shard * len(keys) // num_shards, (shard + 1) * len(keys) // num_shards
+    return [keys[i] for i in order[start:stop]]
 
 
 def read_shard(path: str) -> tuple[dict | None, dict, int]:
@@ -412,6 +588,17 @@ def _parse_shard(data: bytes, path: str) -> tuple[dict | None, dict, int]:
         else:
             results[record["key"]] = (record["arch"], float(record["acc"]))
     return settings, results, len(complete)
+
+
+SHARDING = "prefix groups"  # recorded in shard files: how shard_keys deals archs to shards
+
+
+def space_of_shard(settings: dict | None, path: str) -> SearchSpace:
+    """The search space a shard file was ranked in (its settings line records it)."""
+    if not settings or settings.get("sharding") != SHARDING or "search_space" not in settings:
+        raise ValueError(f"{path} was written by an older hnas that dealt archs to shards otherwise; "
+                         f"rank again into another --save_path")
+    return SearchSpace.from_config(settings["search_space"])
 
 
 class ShardLog:
@@ -479,10 +666,12 @@ def rank_shard(ranker: SubnetRanker, archs: Mapping[str, dict], save_path: str, 
     ``checkpoint`` is recorded in the shard file with the other settings.  Returns
     ``{key: acc}`` for the whole shard.  A progress bar with archs/s and ETA goes to stderr.
     """
-    keys = shard_keys(list(archs), shard, num_shards)
+    keys = shard_keys(archs, shard, num_shards, ranker.space)
     os.makedirs(os.path.dirname(os.path.abspath(save_path)), exist_ok=True)
     # The checkpoint's size and hash too: one replaced at the same path must not mix its scores in.
-    settings = {**ranker.settings(checkpoint), "checkpoint_id": file_identity(checkpoint)}
+    # And how archs are dealt to shards: a file of another assignment must not be resumed.
+    settings = {**ranker.settings(checkpoint), "checkpoint_id": file_identity(checkpoint),
+                "sharding": SHARDING}
     log = ShardLog(shard_path(save_path, shard, num_shards), settings)
     try:
         for key, (code, _) in log.results.items():
@@ -497,9 +686,8 @@ def rank_shard(ranker: SubnetRanker, archs: Mapping[str, dict], save_path: str, 
                    desc=f"shard {shard}/{num_shards}", disable=not progress, dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)  # log files: a line per 30 s
         with bar:
-            for key in todo:
-                code = archs[key]["arch"]
-                log.append(key, code, ranker.score(code))
+            for key, score in ranker.score_many((key, archs[key]["arch"]) for key in todo):
+                log.append(key, archs[key]["arch"], score)
                 bar.update(1)
         return {k: log.results[k][1] for k in keys}
     finally:
@@ -513,7 +701,6 @@ def merge_shards(json_path: str, save_path: str, num_shards: int) -> dict:
     written with different settings.
     """
     archs = read_arch_json(json_path)
-    keys = list(archs)
     scores, reference = {}, None
     for shard in range(num_shards):
         path = shard_path(save_path, shard, num_shards)
@@ -523,7 +710,7 @@ def merge_shards(json_path: str, save_path: str, num_shards: int) -> dict:
         if reference is not None and settings != reference:
             raise ValueError(f"{path} was written with other settings than shard 0: {settings} vs {reference}")
         reference = settings
-        for key in shard_keys(keys, shard, num_shards):
+        for key in shard_keys(archs, shard, num_shards, space_of_shard(settings, path)):
             if key not in results:
                 raise ValueError(f"arch {key!r} has no result in {path} (shard {shard} of {num_shards}); "
                                  f"rerun that shard, it resumes where it stopped")

@@ -340,13 +340,29 @@ class RoutedRanker(SubnetRanker):
 
     def score(self, arch):
         arch = self.space.parse(arch) if isinstance(arch, str) else arch
-        for child, supernet in self.children:
+        self._use(self._owner(arch))
+        return super().score(arch)
+
+    def score_many(self, archs):
+        """Each child's archs together, with the prefix reuse of :meth:`SubnetRanker.score_many`."""
+        by_child: dict[int, list] = {}
+        for key, arch in archs:
+            arch = self.space.parse(arch) if isinstance(arch, str) else arch
+            by_child.setdefault(self._owner(arch), []).append((key, arch))
+        for index, items in by_child.items():
+            self._use(index)
+            yield from super().score_many(items)
+
+    def _owner(self, arch) -> int:
+        for index, (child, _) in enumerate(self.children):
             if child_owns(child, arch):
-                self.supernet = supernet
-                self.supernet.eval()
-                return super().score(arch)
+                return index
         owners = ", ".join(f"{c['split']}={c['value']}" for c, _ in self.children if c)
         raise ValueError(f"no few-shot child owns arch {self.space.encode(arch)} (children: {owners})")
+
+    def _use(self, index: int) -> None:
+        self.supernet = self.children[index][1]
+        self.supernet.eval()
 
     def settings(self, checkpoint: str) -> dict:
         return {**super().settings(checkpoint), "recipe_checkpoints": self.identities}

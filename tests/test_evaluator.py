@@ -20,7 +20,7 @@ from eval_supernet import parse_args, resolve_shard, run
 from hnas.checkpoint import save_checkpoint
 from hnas.data import build_dataset, make_image_folder
 from hnas.evaluator import (FLOAT_CACHE_BYTES, ShardLog, SubnetRanker, load_fixed_images, load_supernet,
-                            recalibrate_bn, shard_path, top1_accuracy)
+                            prefix_key, rank_shard, recalibrate_bn, shard_keys, shard_path, top1_accuracy)
 from hnas.models import ResNetSuperNet
 from hnas.search_space import ArchCodeError
 
@@ -282,8 +282,9 @@ def test_two_shards_merged_equal_one_shard(workdir, reference):
     for shard in ("0", "1"):
         _run(workdir, "sharded.json", "--num_shards", "2", "--shard", shard)
     assert not os.path.exists(save_path)  # several shards: only --merge_only writes the submission
-    first = [json.loads(line)["key"] for line in open(shard_path(save_path, 0, 2)).read().splitlines()[1:]]
-    assert first == list(reference)[0::2]  # round-robin
+    shards = [[json.loads(line)["key"] for line in open(shard_path(save_path, i, 2)).read().splitlines()[1:]]
+              for i in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == sorted(reference) and sorted(map(len, shards)) == [3, 4]
     _run(workdir, "sharded.json", "--num_shards", "2", "--merge_only")
     assert _read(save_path) == reference
 
@@ -348,3 +349,107 @@ def test_checkpoint_of_another_space_gives_a_clear_error(space, tmp_path):
     save_checkpoint(str(tmp_path), "final", ResNetSuperNet(wider).state_dict())
     with pytest.raises(ValueError, match=r"shape mismatch.*blocks\.0\.conv\.weight.*SearchSpace"):
         load_supernet(space, str(tmp_path))
+
+
+# ---------------------------------------------------------------------------- prefix reuse
+@pytest.fixture(scope="module")
+def prefix_setup(space, workdir, track1_codes):
+    """A loaded supernet and 200 Track-1 archs, many sharing a stem and stage 1."""
+    supernet, _ = load_supernet(space, str(workdir / "run"))
+    codes = track1_codes[:200]
+    groups = {}
+    for code in codes:
+        groups.setdefault(prefix_key(space, space.parse(code)), []).append(code)
+    assert sum(len(g) for g in groups.values() if len(g) > 1) >= 100  # the test must exercise groups
+    return supernet, codes
+
+
+def test_prefix_reuse_scores_equal_arch_by_arch_scores(prefix_setup, workdir):
+    """On 200 archs, minus the loss (a score as fine-grained as the logits)."""
+    supernet, codes = prefix_setup
+    settings = dict(calib_batches=2, eval_images=16, batch_size=8, score="loss")
+    alone = SubnetRanker(supernet, str(workdir / "images"), reuse_prefix=False, **settings)
+    shared = SubnetRanker(supernet, str(workdir / "images"), **settings)
+    items = [(f"k{i}", code) for i, code in enumerate(codes)]
+    expected = dict(alone.score_many(items))
+    got = dict(shared.score_many(items))
+    assert got.keys() == expected.keys()
+    assert max(abs(got[k] - expected[k]) for k in got) <= 1e-6
+    assert len(set(expected.values())) > 150  # scores that differ, so equality means something
+
+
+def test_prefix_reuse_in_chunks_equals_arch_by_arch(prefix_setup, workdir, space):
+    """A group whose stage-1 outputs exceed the cache runs in chunks of images: same scores."""
+    supernet, codes = prefix_setup
+    settings = dict(calib_batches=3, eval_images=24, batch_size=8, score="loss")
+    group = {}
+    for code in codes:
+        group.setdefault(prefix_key(space, space.parse(code)), []).append(code)
+    members = max(group.values(), key=len)[:6]
+    items = [(f"k{i}", code) for i, code in enumerate(members)]
+    alone = SubnetRanker(supernet, str(workdir / "images"), reuse_prefix=False, **settings)
+    expected = dict(alone.score_many(items))
+    chunked = SubnetRanker(supernet, str(workdir / "images"), **settings)
+    supernet.set_active(members[0])
+    per_image = 4 * int(np.prod(supernet.blocks[0](paddle.zeros([1, 3, 16, 16])).shape)) \
+        if space.image_sizes[int(members[0][0]) - 1] == 16 else None
+    assert per_image is not None
+    sizes = []
+    original = chunked._score_group_in_chunks
+
+    def spy(members, prefix, images, chunk_images):
+        sizes.append(chunk_images)
+        return original(members, prefix, images, chunk_images)
+
+    chunked._score_group_in_chunks = spy
+    chunked.prefix_cache_bytes = 1  # not even one image fits: one batch per chunk
+    got = dict(chunked.score_many(items))
+    assert sizes == [1]
+    assert max(abs(got[k] - expected[k]) for k in got) <= 1e-6
+
+
+def test_interrupted_in_the_middle_of_a_group_then_resumed_equals_arch_by_arch(prefix_setup, workdir, space,
+                                                                                  tmp_path):
+    supernet, codes = prefix_setup
+    group = {}
+    for code in codes:
+        group.setdefault(prefix_key(space, space.parse(code)), []).append(code)
+    members = [g[:6] for g in sorted(group.values(), key=len)[-2:]]  # six archs of each of the two largest groups
+    archs = {f"a{i}": {"acc": 0.0, "arch": code} for i, code in enumerate(members[0] + members[1])}
+    settings = dict(calib_batches=2, eval_images=16, batch_size=8, score="loss")
+    alone = SubnetRanker(supernet, str(workdir / "images"), reuse_prefix=False, **settings)
+    expected = dict(alone.score_many((k, v["arch"]) for k, v in archs.items()))
+    save_path = str(tmp_path / "ranked.json")
+    checkpoint = str(workdir / "run" / "final.pdparams")
+
+    class Stop(Exception):
+        pass
+
+    dying = SubnetRanker(supernet, str(workdir / "images"), **settings)
+    whole = dying.score_many
+
+    def stop_after_three(items):
+        for n, pair in enumerate(whole(items)):
+            if n == 3:
+                raise Stop
+            yield pair
+
+    dying.score_many = stop_after_three
+    with pytest.raises(Stop):
+        rank_shard(dying, archs, save_path, 0, 1, checkpoint, progress=False)
+    scores = rank_shard(SubnetRanker(supernet, str(workdir / "images"), **settings), archs, save_path, 0, 1,
+                        checkpoint, progress=False)
+    assert min(map(len, members)) > 3  # the stop came inside the first group
+    assert max(abs(scores[k] - expected[k]) for k in archs) <= 1e-6
+
+
+def test_shards_keep_prefix_groups_whole_and_balanced(space, track1_codes):
+    archs = {f"a{i}": {"acc": 0.0, "arch": code} for i, code in enumerate(track1_codes[:300])}
+    shards = [shard_keys(archs, i, 4, space) for i in range(4)]
+    assert sorted(sum(shards, [])) == sorted(archs) and {len(s) for s in shards} == {75}
+    owner = {}
+    for i, keys in enumerate(shards):
+        for key in keys:
+            owner.setdefault(prefix_key(space, space.parse(archs[key]["arch"])), set()).add(i)
+    assert sum(len(o) > 1 for o in owner.values()) <= 3  # only groups at the three cuts are split
+    assert shard_keys(archs, 2, 4, space) == shards[2]  # deterministic
