@@ -7,7 +7,8 @@
 
 Per arch: activate it, re-estimate BN statistics on K fixed training batches (0 keeps the stored
 ones), top-1 on M fixed validation images at the image size its code selects.  Shard I of N
-takes archs i with i % N == I and appends each result to ``SAVE_PATH.shardIofN.jsonl``; a
+takes its share of the archs (those sharing a stem and stage 1 stay together, see
+``hnas.evaluator.shard_keys``) and appends each result to ``SAVE_PATH.shardIofN.jsonl``; a
 restart resumes there.  With one shard the submission is written at the end; with several,
 ``--merge_only`` writes it (``eval_supernet.sh`` does both).  Under
 ``paddle.distributed.launch`` each rank takes its own shard unless ``--shard`` is given: its global
@@ -30,7 +31,7 @@ with warnings.catch_warnings():
     from hnas.config import check_keys, load_config, section
     from hnas.data import SKIP_HINT, ImageFolder, UnreadableImageError, check_class_folders, error_line
     from hnas.evaluator import (EVAL_DEFAULTS, SubnetRanker, load_supernet, merge_shards,
-                                rank_shard, read_shard, shard_keys, shard_path)
+                                rank_shard, read_shard, shard_keys, shard_path, space_of_shard)
     from hnas.io import read_arch_json, refuse_overwrite
     from hnas.phases import is_recipe_folder, load_recipe_ranker
     from hnas.search_space import ArchCodeError, SearchSpace, validate_codes
@@ -161,10 +162,10 @@ def wait_for_shards(json_path: str, save_path: str, num_shards: int, timeout: fl
     Returns the seconds waited in vain (0 when every shard is complete or nothing was to wait)."""
     if timeout <= 0:
         return 0.0
-    keys = list(read_arch_json(json_path))
+    archs = read_arch_json(json_path)
     start = time.monotonic()
     while True:
-        pending = [shard for shard in range(num_shards) if not shard_is_complete(keys, save_path, shard, num_shards)]
+        pending = [shard for shard in range(num_shards) if not shard_is_complete(archs, save_path, shard, num_shards)]
         waited = time.monotonic() - start
         if not pending:
             return 0.0
@@ -173,15 +174,16 @@ def wait_for_shards(json_path: str, save_path: str, num_shards: int, timeout: fl
         time.sleep(min(5.0, timeout - waited))
 
 
-def shard_is_complete(keys: list[str], save_path: str, shard: int, num_shards: int) -> bool:
+def shard_is_complete(archs: dict, save_path: str, shard: int, num_shards: int) -> bool:
     path = shard_path(save_path, shard, num_shards)
     if not os.path.isfile(path):
         return False
     try:
-        _, results, _ = read_shard(path)
+        settings, results, _ = read_shard(path)
+        mine = shard_keys(archs, shard, num_shards, space_of_shard(settings, path))
     except ValueError:
-        return True  # a damaged file: merge_shards names the line
-    return all(key in results for key in shard_keys(keys, shard, num_shards))
+        return True  # a damaged or foreign file: merge_shards names the problem
+    return all(key in results for key in mine)
 
 
 def checkpoint_files(resume: str | None) -> list[str]:
