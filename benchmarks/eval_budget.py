@@ -232,6 +232,23 @@ def summarize(records: list[dict], calib_sizes: list[int], eval_sizes: list[int]
     return rows
 
 
+def split_half(records: list[dict], calib_sizes: list[int], eval_sizes: list[int]) -> dict:
+    """Per K: tau between the scores on a draw of M' <= M/2 images and on the other images of the
+    largest draw of M (disjoint sets, same calibration), the evaluation images' own noise."""
+    largest = max(eval_sizes)
+    half = max((m for m in eval_sizes if 2 * m <= largest), default=None)
+    if half is None:
+        return {}
+    out = {}
+    for k in sorted(calib_sizes):
+        first = np.array([r["hits"][str(k)][str(half)] / half for r in records])
+        rest = np.array([(r["hits"][str(k)][str(largest)] - r["hits"][str(k)][str(half)]) / (largest - half)
+                         for r in records])
+        out[str(k)] = {"images": [half, largest - half], "tau": kendall_tau_b(first, rest),
+                       "tau_ci": interval(first, rest, BOOTSTRAP)}
+    return out
+
+
 def cheapest(rows: list[dict], strict: bool = False) -> dict | None:
     """The setting with the fewest images per arch whose tau (or, ``strict``, whose interval's
     lower end) is at least ``TAU_GOAL``."""
@@ -306,8 +323,9 @@ def gpu_estimate(imagenet: dict, images_per_arch: int, archs: int = 45000) -> di
             "cpu_core_hours": archs * images_per_arch * cpu_per_image / 3600, "images_per_arch": images_per_arch}
 
 
-def print_report(data: dict) -> None:
-    run = data["run"]
+def print_report(result: dict, imagenet: dict | None) -> None:
+    """The table of one supernet's run, its cheapest settings, and the 8-GPU estimate."""
+    run = result["run"]
     setting = run["setting"]
     print(f"\n{run['archs_done']} Track-1 archs (sample of {setting['archs']}, seed {setting['arch_seed']}), checkpoint"
           f" {setting['checkpoint']}, batch {setting['batch_size']}; reference: K="
@@ -316,21 +334,24 @@ def print_report(data: dict) -> None:
     print("| K calib batches | M eval images | images/arch | Kendall tau [95% CI] | Pearson | s/arch (wall) "
           "| CPU s/arch | top-1 mean | top-1 sd over archs |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in data["rows"]:
+    for r in result["rows"]:
         print(f"| {r['calib_batches']} | {r['eval_images']} | {r['images_per_arch']} | {r['tau']:.3f} "
               f"[{r['tau_ci'][0]:.2f}, {r['tau_ci'][1]:.2f}] | {r['pearson']:.3f} | {r['secs_per_arch']:.2f} "
               f"| {r['cpu_secs_per_arch']:.2f} | {r['mean_acc']:.3f} | {r['sd_across_archs']:.4f} |")
+    for k, half in result["split_half"].items():
+        print(f"K={k}: tau between disjoint sets of {half['images'][0]} and {half['images'][1]} evaluation images "
+              f"{half['tau']:.3f} [{half['tau_ci'][0]:.2f}, {half['tau_ci'][1]:.2f}]")
     for strict in (False, True):
-        best = cheapest(data["rows"], strict)
+        best = cheapest(result["rows"], strict)
         what = "whose 95% interval lies above" if strict else "with tau >="
         if best is None:
             print(f"\nno setting {what} {TAU_GOAL}")
         else:
             print(f"\ncheapest setting {what} {TAU_GOAL}: K={best['calib_batches']}, M={best['eval_images']} "
                   f"({best['images_per_arch']} images/arch, tau {best['tau']:.3f})")
-    if "imagenet" in data and cheapest(data["rows"]) is not None:
-        im = data["imagenet"]
-        est = gpu_estimate(im, cheapest(data["rows"])["images_per_arch"])
+    if imagenet is not None and cheapest(result["rows"]) is not None:
+        im = imagenet
+        est = gpu_estimate(im, cheapest(result["rows"])["images_per_arch"])
         print(f"\nImageNet config: Track-1 MACs mean {im['archs_macs_mean'] / 1e9:.2f} G "
               f"({im['archs_macs_min'] / 1e9:.2f}..{im['archs_macs_max'] / 1e9:.2f}), ResNet-50 "
               f"{im['resnet50_macs'] / 1e9:.2f} G (counted); CPU s/image at 224 px (measured, batch "
@@ -381,14 +402,17 @@ def main(argv=None) -> None:
     done = [records[code] for code in order if code in records]
     if len(done) < 3:
         raise SystemExit(f"only {len(done)} archs scored so far; run without --table first")
-    data.update(run={"setting": {**setting_id(args), "archs": args.archs}, "archs_done": len(done),
-                     "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d"), "jobs": args.jobs},
-                rows=summarize(done, args.calib_batches, args.eval_images, args.batch_size), records=done)
-    if "imagenet" in data and cheapest(data["rows"]) is not None:
-        data["gpu_estimate"] = {**gpu_estimate(data["imagenet"], cheapest(data["rows"])["images_per_arch"]),
-                                "reference": GPU_REFERENCE, "gpus": GPUS}
+    result = {"run": {"setting": {**setting_id(args), "archs": args.archs}, "archs_done": len(done),
+                      "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d"), "jobs": args.jobs},
+              "rows": summarize(done, args.calib_batches, args.eval_images, args.batch_size),
+              "split_half": split_half(done, args.calib_batches, args.eval_images), "records": done}
+    if "imagenet" in data and cheapest(result["rows"]) is not None:
+        result["gpu_estimate"] = {**gpu_estimate(data["imagenet"], cheapest(result["rows"])["images_per_arch"]),
+                                  "reference": GPU_REFERENCE, "gpus": GPUS}
+    runs = {**data.get("runs", {}), result["run"]["setting"]["checkpoint"]: result}  # one entry per supernet
+    data = {"imagenet": data.get("imagenet"), "runs": runs}
     save_results(data, args.results)
-    print_report(data)
+    print_report(result, data["imagenet"])
 
 
 def save_results(data: dict, path: str) -> None:
