@@ -3,15 +3,20 @@
 For each arch (largest, smallest, a few uniform samples) this times one training-mode
 forward + cross-entropy + backward at the same batch, once through ``ResNetSuperNet`` with
 the arch active and once through the exported stand-alone ``ResNet`` (same weights, so the
-same arithmetic), alternating the two, and reports medians.  The optimizer step is left out:
-it is the same for both apart from the inactive parameters, which get no gradient.
+same arithmetic), alternating the two, and reports medians: of each one's step time, and of
+the ratio of each supernet step to the stand-alone step right after it.  The optimizer step
+is left out: it is the same for both apart from the inactive parameters, which get no
+gradient.
 
 It also times the analytic FLOPs + params of every arch in the Track-1 test list.
 
     python benchmarks/supernet_overhead.py [--config configs/resnet48_small.yaml]
-        [--batch 32] [--repeats 10] [--warmup 3] [--random-archs 3] [--seed 0]
+        [--batch 32] [--repeats 10] [--warmup 3] [--random-archs 3] [--seed 0] [--clock wall]
 
-On a shared machine ``OMP_NUM_THREADS=1`` makes the numbers far more repeatable.
+On a shared machine ``OMP_NUM_THREADS=1`` makes the numbers far more repeatable, and
+``--clock cpu`` (this process's CPU time instead of wall time) steadier still: with one
+thread a step's CPU time leaves out the time other jobs hold the core, though they still
+slow it through shared caches.
 """
 from __future__ import annotations
 
@@ -37,35 +42,43 @@ with warnings.catch_warnings():
     from hnas.sampling import UniformSampler, make_rng
     from hnas.search_space import SearchSpace
 
-GOAL = 1.15
+GOAL_MEAN = 1.05  # supernet / stand-alone step time, averaged over the archs
+GOAL_MAX = 1.10  # ... and for every single arch
 # paddle.nn.BatchNorm2D warns on every training-mode call
 warnings.filterwarnings("ignore", message="When training, we now always track global mean")
 
 
-def train_step_ms(net, images, labels) -> float:
-    """Wall time of one forward + loss + backward, in milliseconds."""
-    start = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def train_step_ms(net, images, labels, clock=time.perf_counter) -> float:
+    """Time of one forward + loss + backward on ``clock``, in milliseconds."""
+    start = clock()
     loss = F.cross_entropy(net(images), labels)
     loss.backward()
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     net.clear_gradients()
     return 1000.0 * elapsed
 
 
-def compare(supernet, arch, images, labels, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median step time (ms) of ``arch`` inside ``supernet`` and stand-alone."""
+def compare(supernet, arch, images, labels, warmup: int, repeats: int,
+            clock=time.perf_counter) -> tuple[float, float, float]:
+    """Median step time (ms) of ``arch`` inside ``supernet`` and stand-alone, and the median
+    of their ratio step by step (each supernet step over the stand-alone step right after it,
+    so that load changing between the two halves of a run does not show as overhead)."""
     supernet.set_active(arch)
     standalone = supernet.export(arch)
     supernet.train()
     standalone.train()
     for _ in range(warmup):
-        train_step_ms(supernet, images, labels)
-        train_step_ms(standalone, images, labels)
+        train_step_ms(supernet, images, labels, clock)
+        train_step_ms(standalone, images, labels, clock)
     inside, alone = [], []
     for _ in range(repeats):  # alternate so that drifts in machine load hit both alike
-        inside.append(train_step_ms(supernet, images, labels))
-        alone.append(train_step_ms(standalone, images, labels))
-    return statistics.median(inside), statistics.median(alone)
+        inside.append(train_step_ms(supernet, images, labels, clock))
+        alone.append(train_step_ms(standalone, images, labels, clock))
+    ratio = statistics.median(a / b for a, b in zip(inside, alone))
+    return statistics.median(inside), statistics.median(alone), ratio
 
 
 def flops_seconds(arch_json: str, config: str) -> tuple[int, float]:
@@ -88,6 +101,8 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--random-archs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or this process's CPU time (steadier on a busy machine)")
     parser.add_argument("--arch-json",
                         default=os.path.join(ROOT, "checkpoints", "CVPR_2022_NAS_Track1_test.json"))
     parser.add_argument("--flops-config", default=os.path.join(ROOT, "configs", "resnet48_imagenet.yaml"))
@@ -106,16 +121,19 @@ def main(argv=None) -> None:
     labels = paddle.to_tensor(rng.integers(0, space.num_classes, args.batch), dtype="int64")
 
     print(f"config {os.path.relpath(args.config, ROOT)}, batch {args.batch}, {size} px, "
-          f"median of {args.repeats} after {args.warmup} warm-up, device {paddle.get_device()}\n")
+          f"median of {args.repeats} after {args.warmup} warm-up, {args.clock} clock, "
+          f"device {paddle.get_device()}\n")
     print("| arch | code | supernet ms | standalone ms | ratio |")
     print("|---|---|---:|---:|---:|")
     ratios = []
     for name, arch in archs:
-        inside, alone = compare(supernet, arch, images, labels, args.warmup, args.repeats)
-        ratios.append(inside / alone)
-        print(f"| {name} | `{space.encode(arch)}` | {inside:.1f} | {alone:.1f} | {inside / alone:.3f} |")
-    mean = sum(ratios) / len(ratios)
-    print(f"\nmean ratio {mean:.3f} (goal <= {GOAL}: {'met' if mean <= GOAL else 'NOT met'})")
+        inside, alone, ratio = compare(supernet, arch, images, labels, args.warmup, args.repeats,
+                                       CLOCKS[args.clock])
+        ratios.append(ratio)
+        print(f"| {name} | `{space.encode(arch)}` | {inside:.1f} | {alone:.1f} | {ratio:.3f} |")
+    mean, worst = sum(ratios) / len(ratios), max(ratios)
+    print(f"\nmean ratio {mean:.3f} (goal <= {GOAL_MEAN}: {'met' if mean <= GOAL_MEAN else 'NOT met'})")
+    print(f"max ratio {worst:.3f} (goal <= {GOAL_MAX}: {'met' if worst <= GOAL_MAX else 'NOT met'})")
 
     count, seconds = flops_seconds(args.arch_json, args.flops_config)
     print(f"FLOPs + params of {count} archs ({os.path.relpath(args.flops_config, ROOT)}): {seconds:.2f} s")

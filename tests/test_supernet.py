@@ -12,7 +12,7 @@ from hnas.models import ResNet, ResNetSuperNet
 from hnas.models.pretrained import build_teacher, full_arch, load_resnet48_pretrained, reorder_mid_channels
 from hnas.sampling import UniformSampler, make_rng
 import paddleslim_ext.layers as paddleslim_layers
-from paddleslim_ext import SuperBatchNorm2D, SuperConv2D
+from paddleslim_ext import SuperBatchNorm2D, SuperConv2D, SuperLinear
 
 ATOL = 1e-4
 
@@ -50,6 +50,50 @@ def test_supernet_equals_exported_subnet_on_many_archs(small_space, randomize_bn
     large = supernet(x)
     supernet.set_active(archs[1])
     assert _max_diff(supernet(x), large) > 1e-2
+
+
+def test_training_step_inside_equals_the_exported_net(small_space, randomize_bn):
+    """The step ``benchmarks/supernet_overhead.py`` times: same logits, gradients, BN updates."""
+    supernet = randomize_bn(ResNetSuperNet(small_space), seed=4)
+    x, labels = _images(small_space, n=4), paddle.to_tensor([0, 1, 2, 3])
+    for arch in _test_archs(small_space, 2):
+        supernet.set_active(arch)
+        subnet = supernet.export()
+        supernet.train()
+        subnet.train()
+        inside, alone = supernet(x), subnet(x)
+        assert _max_diff(inside, alone) < ATOL, small_space.encode(arch)
+        F.cross_entropy(inside, labels).backward()
+        F.cross_entropy(alone, labels).backward()
+        shared = dict(supernet.named_parameters())
+        active = supernet.active_blocks()
+        for name, param in subnet.named_parameters():
+            _, index, rest = name.split(".", 2)
+            source = shared[f"blocks.{active[int(index)]}.{rest}"]
+            corner = tuple(slice(0, n) for n in param.shape)
+            if param.trainable:  # same gradient, in the active corner of the shared parameter
+                np.testing.assert_allclose(source.grad.numpy()[corner], param.grad.numpy(),
+                                           rtol=1e-4, atol=1e-5, err_msg=name)
+            else:  # BN running statistics: the same training-mode update
+                np.testing.assert_allclose(source.numpy()[corner], param.numpy(), rtol=1e-5, atol=1e-6,
+                                           err_msg=name)
+        supernet.clear_gradients()
+
+
+def test_active_blocks_follow_set_active_and_are_the_callers_own_list(small_space):
+    supernet = ResNetSuperNet(small_space)
+    supernet.eval()
+    arch = supernet.set_active(small_space.smallest())
+    expected = [0] + [i for s, blocks in enumerate(supernet.stage_blocks) for i in blocks[:arch.depths[s]]]
+    expected.append(len(supernet.blocks) - 1)
+    assert supernet.active_blocks() == expected
+    x = _images(small_space)
+    before = supernet(x)
+    supernet.active_blocks().clear()  # a caller's edit must not change what forward runs
+    assert supernet.active_blocks() == expected
+    assert _max_diff(supernet(x), before) == 0.0
+    supernet.set_active(small_space.largest())
+    assert len(supernet.active_blocks()) == len(supernet.blocks)
 
 
 def test_export_of_another_arch_keeps_the_active_one(small_space):
@@ -150,6 +194,36 @@ def test_super_conv_refuses_more_channels_than_it_holds():
     conv = SuperConv2D(4, 4, 1)
     with pytest.raises(ValueError, match="cannot take 6 leading channels of a dimension of 4"):
         conv(paddle.ones([1, 4, 2, 2]), channel=6)
+
+
+def test_leading_passes_a_full_width_tensor_through_and_cuts_the_rest():
+    tensor = paddle.arange(24, dtype="float32").reshape([4, 6])
+    assert paddleslim_layers.leading(tensor, 4) is tensor
+    assert paddleslim_layers.leading(tensor, 6, axis=1) is tensor
+    np.testing.assert_array_equal(paddleslim_layers.leading(tensor, 3, axis=1).numpy(), tensor.numpy()[:, :3])
+    with pytest.raises(ValueError, match="cannot take 0 leading channels"):
+        paddleslim_layers.leading(tensor, 0)
+
+
+@pytest.mark.parametrize("in_features, out_features", [(6, 5), (8, 7), (3, 7), (8, None)])
+def test_super_linear_uses_the_leading_corner_and_its_gradient_stays_there(in_features, out_features):
+    linear = SuperLinear(8, 7)
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, in_features)), dtype="float32")
+    out = 7 if out_features is None else out_features
+    weight, bias = linear.weight.numpy()[:in_features, :out], linear.bias.numpy()[:out]
+    logits = linear(x, channel=out_features)
+    np.testing.assert_allclose(logits.numpy(), x.numpy() @ weight + bias, rtol=1e-5, atol=1e-6)
+    logits.sum().backward()
+    grad = linear.weight.grad.numpy()
+    column_sums = np.repeat(x.numpy().sum(0)[:, None], out, axis=1)  # d(sum of logits) / dW
+    np.testing.assert_allclose(grad[:in_features, :out], column_sums, rtol=1e-5)
+    assert not grad[in_features:].any() and not grad[:, out:].any()
+    np.testing.assert_array_equal(linear.bias.grad.numpy(), [3.0] * out + [0.0] * (7 - out))
+
+
+def test_super_linear_refuses_more_features_than_it_holds():
+    with pytest.raises(ValueError, match="cannot take 9 leading channels of a dimension of 8"):
+        SuperLinear(8, 4)(paddle.ones([1, 9]))
 
 
 @pytest.mark.parametrize("slices_are_views", [True, False])

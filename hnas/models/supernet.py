@@ -98,6 +98,7 @@ class ResNetSuperNet(nn.Layer):
                 block.out_channels = w.stage[s]
         self._arch = arch
         self._widths = w
+        self._active_block_indices = tuple(self._block_indices(arch))
         return arch
 
     def active_arch(self) -> Arch:
@@ -111,14 +112,14 @@ class ResNetSuperNet(nn.Layer):
 
     def active_blocks(self) -> list[int]:
         """Indices into ``blocks`` that the active subnet runs, stem and head included."""
-        return self._block_indices(self._arch)
+        return list(self._active_block_indices)
 
     def forward(self, x):
         return self.classify(self.forward_features(x))
 
     def forward_features(self, x):
         """``[N, C, H, W] -> [N, C']``: the active subnet up to the pooled classifier input."""
-        for i in self.active_blocks()[:-1]:
+        for i in self._active_block_indices[:-1]:
             x = self.blocks[i](x)
         return self.blocks[-1].pool(x)
 
