@@ -504,7 +504,7 @@ def main(argv=None) -> None:
                                        "train_secs": train_secs, "rank_secs_per_arch": rank_secs / len(codes),
                                        "command": "python benchmarks/consistency.py " + " ".join(
                                            f"--{k} {_fmt(v)}" for k, v in sorted(knobs.items())
-                                           if v != {**TRAIN_KNOBS, **RANK_KNOBS}[k])}
+                                           if v != {**TRAIN_KNOBS, **RANK_KNOBS}[k] and v != "-")}
         shown.append(key)
     with open(args.results) as f:
         print_table(json.load(f), shown, vary=vary or ["strategy"])
