@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -31,7 +32,7 @@ with warnings.catch_warnings():
     from hnas.config import check_keys, load_config, section
     from hnas.data import SKIP_HINT, ImageFolder, UnreadableImageError, check_class_folders, error_line
     from hnas.evaluator import (EVAL_DEFAULTS, SubnetRanker, load_supernet, merge_shards,
-                                rank_shard, read_shard, shard_keys, shard_path, space_of_shard)
+                                rank_shard, read_shard, shard_assignment, shard_path, space_of_shard)
     from hnas.io import read_arch_json, refuse_overwrite
     from hnas.phases import is_recipe_folder, load_recipe_ranker
     from hnas.search_space import ArchCodeError, SearchSpace, validate_codes
@@ -163,9 +164,11 @@ def wait_for_shards(json_path: str, save_path: str, num_shards: int, timeout: fl
     if timeout <= 0:
         return 0.0
     archs = read_arch_json(json_path)
+    assignments: dict[str, list[list[str]]] = {}
     start = time.monotonic()
     while True:
-        pending = [shard for shard in range(num_shards) if not shard_is_complete(archs, save_path, shard, num_shards)]
+        pending = [shard for shard in range(num_shards)
+                   if not shard_is_complete(archs, save_path, shard, num_shards, assignments)]
         waited = time.monotonic() - start
         if not pending:
             return 0.0
@@ -174,16 +177,22 @@ def wait_for_shards(json_path: str, save_path: str, num_shards: int, timeout: fl
         time.sleep(min(5.0, timeout - waited))
 
 
-def shard_is_complete(archs: dict, save_path: str, shard: int, num_shards: int) -> bool:
+def shard_is_complete(archs: dict, save_path: str, shard: int, num_shards: int,
+                      assignments: dict[str, list[list[str]]]) -> bool:
+    """Whether shard ``shard``'s file holds all its archs; ``assignments`` keeps the shard
+    assignment per search space between calls (it parses every code, too slow to redo per poll)."""
     path = shard_path(save_path, shard, num_shards)
     if not os.path.isfile(path):
         return False
     try:
         settings, results, _ = read_shard(path)
-        mine = shard_keys(archs, shard, num_shards, space_of_shard(settings, path))
+        space = space_of_shard(settings, path)
     except ValueError:
         return True  # a damaged or foreign file: merge_shards names the problem
-    return all(key in results for key in mine)
+    key = json.dumps(settings["search_space"], sort_keys=True)
+    if key not in assignments:
+        assignments[key] = shard_assignment(archs, num_shards, space)
+    return all(k in results for k in assignments[key][shard])
 
 
 def checkpoint_files(resume: str | None) -> list[str]:

@@ -546,22 +546,28 @@ def shard_path(save_path: str, shard: int, num_shards: int) -> str:
     return f"{save_path}.shard{shard}of{num_shards}.jsonl"
 
 
-def shard_keys(archs: Mapping[str, dict], shard: int, num_shards: int, space: SearchSpace) -> list[str]:
-    """The keys of ``archs`` (``{key: {"arch": code}}``) that shard ``shard`` of ``num_shards`` ranks.
+def shard_assignment(archs: Mapping[str, dict], num_shards: int, space: SearchSpace) -> list[list[str]]:
+    """The keys of ``archs`` (``{key: {"arch": code}}``) each of ``num_shards`` shards ranks.
 
     Archs sharing a stem and stage 1 (:func:`prefix_key`) stay in one shard, so
     :meth:`SubnetRanker.score_many` computes those layers once per group.  The groups are put in
     a fixed pseudo-random order (a hash of the key, so every shard size gets a mix of cheap and
     dear groups) and the archs in that order are cut into ``num_shards`` runs of equal length
-    (within one); only the groups at the cuts are split.
+    (within one); only the groups at the cuts are split.  Parses every code: call it once
+    for all shards rather than once per shard.
     """
-    if not 0 <= shard < num_shards:
-        raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     keys = list(archs)
     labels = [repr(prefix_key(space, space.parse(archs[k]["arch"]))) for k in keys]
     order = sorted(range(len(keys)), key=lambda i: (hashlib.sha1(labels[i].encode()).hexdigest(), i))
-    start, stop = shard * len(keys) // num_shards, (shard + 1) * len(keys) // num_shards
-    return [keys[i] for i in order[start:stop]]
+    return [[keys[i] for i in order[shard * len(keys) // num_shards:(shard + 1) * len(keys) // num_shards]]
+            for shard in range(num_shards)]
+
+
+def shard_keys(archs: Mapping[str, dict], shard: int, num_shards: int, space: SearchSpace) -> list[str]:
+    """The keys shard ``shard`` of ``num_shards`` ranks (see :func:`shard_assignment`)."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
+    return shard_assignment(archs, num_shards, space)[shard]
 
 
 def read_shard(path: str) -> tuple[dict | None, dict, int]:
@@ -701,7 +707,7 @@ def merge_shards(json_path: str, save_path: str, num_shards: int) -> dict:
     written with different settings.
     """
     archs = read_arch_json(json_path)
-    scores, reference = {}, None
+    scores, reference, assignment = {}, None, None
     for shard in range(num_shards):
         path = shard_path(save_path, shard, num_shards)
         if not os.path.isfile(path):
@@ -710,7 +716,9 @@ def merge_shards(json_path: str, save_path: str, num_shards: int) -> dict:
         if reference is not None and settings != reference:
             raise ValueError(f"{path} was written with other settings than shard 0: {settings} vs {reference}")
         reference = settings
-        for key in shard_keys(archs, shard, num_shards, space_of_shard(settings, path)):
+        if assignment is None:  # every shard has these settings, so one assignment serves all
+            assignment = shard_assignment(archs, num_shards, space_of_shard(settings, path))
+        for key in assignment[shard]:
             if key not in results:
                 raise ValueError(f"arch {key!r} has no result in {path} (shard {shard} of {num_shards}); "
                                  f"rerun that shard, it resumes where it stopped")
