@@ -52,7 +52,8 @@ with warnings.catch_warnings():
 
     from consistency import bootstrap_ci, kendall_tau_b, pearson_r
     from hnas.data import ImageFolder
-    from hnas.evaluator import BN_TYPES, load_fixed_images, load_supernet, recalibrate_bn
+    from hnas.evaluator import (bn_statistics, load_fixed_images, load_supernet, recalibrate_bn,
+                                restore_bn_statistics)
     from hnas.io import read_arch_json
     from hnas.search_space import SearchSpace
 
@@ -107,15 +108,11 @@ class BudgetScorer:
         self.evaluation = load_fixed_images(image_dir, image_size, 0, batch_size, max(self.eval_sizes), seed)
         self.calibration = {k: list(load_fixed_images(image_dir, image_size, k, batch_size, 1, seed)
                                     .calibration_batches()) for k in self.calib_sizes}
-        bn_layers = [layer for layer in supernet.sublayers() if isinstance(layer, BN_TYPES)]
-        self.stored_stats = [(layer, layer._mean.numpy().copy(), layer._variance.numpy().copy())
-                             for layer in bn_layers]
+        self.stored_stats = bn_statistics(supernet)
 
     def restore_stored_stats(self) -> None:
         """K = 0 reads the checkpoint's statistics, which an earlier recalibration overwrote."""
-        for layer, mean, variance in self.stored_stats:
-            layer._mean.set_value(mean)
-            layer._variance.set_value(variance)
+        restore_bn_statistics(self.supernet, self.stored_stats)
 
     def score(self, code: str) -> dict:
         """``{"hits": {K: {M: hits}}, "calib_secs"/"calib_cpu": {K: s}, "eval_secs"/"eval_cpu":

@@ -98,7 +98,7 @@ class CalibrationPass:
     def __enter__(self):
         self.layers = self.model.sublayers(include_self=True)
         self.flags = [layer.training for layer in self.layers]
-        self.bn_layers = [layer for layer in self.layers if isinstance(layer, BN_TYPES)]
+        self.bn_layers = bn_layers(self.model)
         self.momenta = [layer._momentum for layer in self.bn_layers]
         seen = [self.start] * len(self.bn_layers)
 
@@ -419,11 +419,11 @@ class SubnetRanker:
             for key, arch in members:
                 rest = self._rest_of(arch)
                 if key in saved:
-                    _restore_statistics(rest, saved[key])
+                    restore_bn_statistics(rest, saved[key])
                 with CalibrationPass(rest, seen) as calibrate:
                     for batch in outputs:
                         calibrate(batch)
-                saved[key] = _statistics(rest)
+                saved[key] = bn_statistics(rest)
             seen += sum(int(b.shape[0]) for b in chunk)
         sums = {key: 0.0 for key, _ in members}
         count = 0
@@ -433,7 +433,7 @@ class SubnetRanker:
             for key, arch in members:
                 rest = self._rest_of(arch)
                 if key in saved:
-                    _restore_statistics(rest, saved[key])
+                    restore_bn_statistics(rest, saved[key])
                 sums[key] += self._rest_score(rest, evaluation, mean=False)
             count += sum(int(labels.shape[0]) for _, labels in chunk)
         for key, _ in members:
@@ -510,15 +510,19 @@ def _chunks(batches: Iterable, max_images: int, images=lambda batch: batch) -> I
         yield chunk
 
 
-def _statistics(model: nn.Layer) -> list:
-    """Copies of the running statistics of ``model``'s BN layers."""
-    return [(layer._mean.clone(), layer._variance.clone())
-            for layer in model.sublayers(include_self=True) if isinstance(layer, BN_TYPES)]
+def bn_layers(model: nn.Layer) -> list:
+    """The BN layers of ``model`` (itself included), in sublayer order."""
+    return [layer for layer in model.sublayers(include_self=True) if isinstance(layer, BN_TYPES)]
 
 
-def _restore_statistics(model: nn.Layer, saved: list) -> None:
-    layers = [layer for layer in model.sublayers(include_self=True) if isinstance(layer, BN_TYPES)]
-    for layer, (mean, variance) in zip(layers, saved):
+def bn_statistics(model: nn.Layer) -> list:
+    """Copies of the running statistics of ``model``'s BN layers, for :func:`restore_bn_statistics`."""
+    return [(layer._mean.clone(), layer._variance.clone()) for layer in bn_layers(model)]
+
+
+def restore_bn_statistics(model: nn.Layer, saved: list) -> None:
+    """Put back the statistics :func:`bn_statistics` copied from the same ``model``."""
+    for layer, (mean, variance) in zip(bn_layers(model), saved):
         layer._mean.set_value(mean)
         layer._variance.set_value(variance)
 
