@@ -71,7 +71,7 @@ def run(space: SearchSpace, items: list, image_dir: str, settings: dict, turn: i
     sizes = sorted({space.image_sizes[space.parse(code).image_code - 1] for _, code in items})
     for size in sizes:  # decode before the clocks start
         shared.images(size)
-        alone._images[size] = shared.images(size)
+        alone.images(size)
     dict(shared.score_many(items[:2]))  # warm-up: first calls allocate
     seconds = {name: {"wall": 0.0, "cpu": 0.0} for name in ("reuse", "alone")}
     scores = {"reuse": {}, "alone": {}}
